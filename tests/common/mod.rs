@@ -1,0 +1,89 @@
+//! Shared helpers for the integration tests: where the broker is, unique topic names, and
+//! a clear failure (never a skip) when no broker answers.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+
+/// The broker the tests talk to: `KAFKA_BOOTSTRAP`, default `127.0.0.1:9092`.
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
+}
+
+/// Returns the bootstrap address once a TCP connection to it succeeds, or panics with the
+/// command that starts a broker. Integration tests call this first: they fail, never skip.
+pub fn broker() -> String {
+    let addr = bootstrap();
+    let first = addr.split(',').next().unwrap_or_default().to_string();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&first)
+        .ok()
+        .and_then(|mut it| it.next())
+        .map(|sock| std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(3)).is_ok())
+        .unwrap_or(false);
+    assert!(
+        reachable,
+        "no Kafka broker answers at {addr} (KAFKA_BOOTSTRAP). Start one with `scripts/kafka start` \
+         (or `docker compose up -d`), or run the whole suite with `scripts/test`, which starts it."
+    );
+    addr
+}
+
+/// A name no other test or earlier run uses: `<prefix>-<pid>-<millis>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{millis}-{n}", std::process::id())
+}
+
+pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client config is valid")
+}
+
+/// Creates `name` with `partitions` partitions and the given topic configs, and waits until
+/// the broker reports it.
+pub async fn create_topic(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let admin = admin(bootstrap);
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics([&topic], &opts).await? {
+        result.map_err(|(topic, err)| anyhow::anyhow!("creating topic {topic}: {err}"))?;
+    }
+    Ok(())
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
