@@ -3,3 +3,4 @@
 //! protocol (KIP-1071) assigns the task to.
 
 pub mod changelog;
+pub mod worker;

@@ -1,0 +1,360 @@
+//! Worker configuration: the keys of `config/worker.toml` (Kafka Streams names where one
+//! exists), their defaults, and validation. Owns turning a TOML file plus `--set key=value`
+//! overrides into a checked [`WorkerConfig`]; an unknown key or a bad value is an error that
+//! names the key. Does no I/O beyond reading the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Kafka Streams' `processing.guarantee`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessingGuarantee {
+    AtLeastOnce,
+    ExactlyOnceV2,
+}
+
+/// What to do with an input record whose key or value cannot be deserialized (Kafka Streams'
+/// `default.deserialization.exception.handler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeserializationPolicy {
+    /// Stop the worker, naming topic, partition and offset (`LogAndFailExceptionHandler`).
+    LogAndFail,
+    /// Skip the record, count it and log it (`LogAndContinueExceptionHandler`).
+    LogAndContinue,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Toml {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("unknown config key '{key}' (see config/worker.toml for the keys)")]
+    UnknownKey { key: String },
+    #[error("config key '{key}': bad value '{value}': {reason}")]
+    BadValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("--set expects key=value, got '{arg}'")]
+    BadOverride { arg: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerConfig {
+    pub application_id: String,
+    pub bootstrap_servers: String,
+    pub input_topic: String,
+    pub output_topic: String,
+    pub store_name: String,
+    pub inactivity_gap: Duration,
+    pub grace: Duration,
+    pub retention: Duration,
+    pub commit_interval: Duration,
+    pub cache_max_bytes: usize,
+    pub processing_guarantee: ProcessingGuarantee,
+    pub state_dir: PathBuf,
+    /// Where the Prometheus endpoint listens; `None` when `metrics.addr` is empty.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub deserialization_policy: DeserializationPolicy,
+    /// Skip (and count) changelog records that cannot be decoded during restore instead of
+    /// failing the task.
+    pub restore_skip_corrupt: bool,
+    /// `kafka.*` keys without the prefix, passed to every librdkafka client.
+    pub kafka: Vec<(String, String)>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            application_id: "kstate-sessions".into(),
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            input_topic: "clicks".into(),
+            output_topic: "session-counts".into(),
+            store_name: "session-counts".into(),
+            inactivity_gap: Duration::from_secs(300),
+            grace: Duration::from_secs(60),
+            retention: Duration::from_secs(360),
+            commit_interval: Duration::from_secs(30),
+            cache_max_bytes: 10 * 1024 * 1024,
+            processing_guarantee: ProcessingGuarantee::AtLeastOnce,
+            state_dir: PathBuf::from("/tmp/kstate"),
+            metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
+            deserialization_policy: DeserializationPolicy::LogAndFail,
+            restore_skip_corrupt: false,
+            kafka: Vec::new(),
+        }
+    }
+}
+
+/// Flattens nested TOML tables into dotted keys, so `application.id = "x"` and
+/// `"application.id" = "x"` mean the same.
+fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            toml::Value::String(s) => {
+                out.insert(key, s.clone());
+            }
+            other => {
+                out.insert(key, other.to_string());
+            }
+        }
+    }
+}
+
+fn bad(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::BadValue {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+fn millis(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    value
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| bad(key, value, "expected a non-negative number of milliseconds"))
+}
+
+fn non_empty(key: &str, value: &str) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        Err(bad(key, value, "must not be empty"))
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+fn topic(key: &str, value: &str) -> Result<String, ConfigError> {
+    let valid = !value.is_empty()
+        && value.len() <= 249
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err(bad(key, value, "a topic name is 1-249 of [a-zA-Z0-9._-]"))
+    }
+}
+
+impl WorkerConfig {
+    /// Reads `path` (if given), then applies `overrides` (`key=value`, later ones win).
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut values = BTreeMap::new();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            flatten("", &table, &mut values);
+        }
+        for arg in overrides {
+            let (k, v) = arg
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadOverride { arg: arg.clone() })?;
+            values.insert(k.trim().to_string(), v.to_string());
+        }
+        Self::from_values(&values)
+    }
+
+    /// Builds a config from flat `key -> value` strings over the defaults.
+    pub fn from_values(values: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut c = Self::default();
+        let mut retention = None;
+        let mut commit_interval = None;
+        for (key, value) in values {
+            let k = key.as_str();
+            let v = value.as_str();
+            match k {
+                "application.id" => c.application_id = topic(k, v)?,
+                "bootstrap.servers" => c.bootstrap_servers = non_empty(k, v)?,
+                "input.topic" => c.input_topic = topic(k, v)?,
+                "output.topic" => c.output_topic = topic(k, v)?,
+                "store.name" => c.store_name = topic(k, v)?,
+                "inactivity.gap.ms" => {
+                    c.inactivity_gap = millis(k, v)?;
+                    if c.inactivity_gap.is_zero() {
+                        return Err(bad(k, v, "the inactivity gap must be positive"));
+                    }
+                }
+                "grace.ms" => c.grace = millis(k, v)?,
+                "retention.ms" => retention = Some(millis(k, v)?),
+                "commit.interval.ms" => commit_interval = Some(millis(k, v)?),
+                "statestore.cache.max.bytes" => {
+                    c.cache_max_bytes = v
+                        .parse()
+                        .map_err(|_| bad(k, v, "expected a number of bytes"))?
+                }
+                "processing.guarantee" => {
+                    c.processing_guarantee = match v {
+                        "at_least_once" => ProcessingGuarantee::AtLeastOnce,
+                        "exactly_once_v2" => ProcessingGuarantee::ExactlyOnceV2,
+                        _ => return Err(bad(k, v, "expected at_least_once or exactly_once_v2")),
+                    }
+                }
+                "state.dir" => c.state_dir = PathBuf::from(non_empty(k, v)?),
+                "metrics.addr" => {
+                    c.metrics_addr = if v.is_empty() {
+                        None
+                    } else {
+                        Some(v.parse().map_err(|_| bad(k, v, "expected host:port"))?)
+                    }
+                }
+                "deserialization.exception.handler" => {
+                    c.deserialization_policy = match v {
+                        "log_and_fail" => DeserializationPolicy::LogAndFail,
+                        "log_and_continue" => DeserializationPolicy::LogAndContinue,
+                        _ => return Err(bad(k, v, "expected log_and_fail or log_and_continue")),
+                    }
+                }
+                "restore.corrupt.records" => {
+                    c.restore_skip_corrupt = match v {
+                        "fail" => false,
+                        "skip" => true,
+                        _ => return Err(bad(k, v, "expected fail or skip")),
+                    }
+                }
+                _ => match k.strip_prefix("kafka.") {
+                    Some(rest) if !rest.is_empty() => c.kafka.push((rest.into(), v.into())),
+                    _ => return Err(ConfigError::UnknownKey { key: key.clone() }),
+                },
+            }
+        }
+        let min_retention = c.inactivity_gap + c.grace;
+        c.retention = match retention {
+            None => min_retention,
+            Some(r) if r < min_retention => {
+                return Err(bad(
+                    "retention.ms",
+                    &r.as_millis().to_string(),
+                    format!(
+                        "must be at least inactivity.gap.ms + grace.ms = {}",
+                        min_retention.as_millis()
+                    ),
+                ))
+            }
+            Some(r) => r,
+        };
+        c.commit_interval = commit_interval.unwrap_or(match c.processing_guarantee {
+            ProcessingGuarantee::AtLeastOnce => Duration::from_secs(30),
+            ProcessingGuarantee::ExactlyOnceV2 => Duration::from_millis(100),
+        });
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, overrides: &[&str]) -> Result<WorkerConfig, ConfigError> {
+        let path = std::env::temp_dir().join(format!(
+            "kstate-config-{}-{:?}.toml",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        WorkerConfig::load(Some(&path), &overrides)
+    }
+
+    #[test]
+    fn shipped_worker_toml_is_the_defaults() {
+        let shipped = WorkerConfig::load(
+            Some(Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/config/worker.toml"
+            ))),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(shipped, WorkerConfig::default());
+    }
+
+    #[test]
+    fn nested_and_quoted_keys_and_overrides() {
+        let c = load(
+            "application.id = \"a\"\n\"input.topic\" = \"in\"\ngrace.ms = 5\n",
+            &[
+                "grace.ms=7",
+                "kafka.security.protocol=PLAINTEXT",
+                "grace.ms=9",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.application_id, "a");
+        assert_eq!(c.input_topic, "in");
+        assert_eq!(c.grace, Duration::from_millis(9), "the last --set wins");
+        assert_eq!(c.retention, c.inactivity_gap + Duration::from_millis(9));
+        assert_eq!(
+            c.kafka,
+            vec![("security.protocol".to_string(), "PLAINTEXT".to_string())]
+        );
+    }
+
+    #[test]
+    fn commit_interval_defaults_follow_the_guarantee() {
+        let alos = load("", &[]).unwrap();
+        assert_eq!(alos.commit_interval, Duration::from_secs(30));
+        let eos = load("", &["processing.guarantee=exactly_once_v2"]).unwrap();
+        assert_eq!(eos.commit_interval, Duration::from_millis(100));
+        let set = load(
+            "",
+            &[
+                "processing.guarantee=exactly_once_v2",
+                "commit.interval.ms=250",
+            ],
+        );
+        assert_eq!(set.unwrap().commit_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: [(&str, &[&str], &str); 7] = [
+            ("colour = \"red\"\n", &[], "colour"),
+            ("", &["grace.ms=soon"], "grace.ms"),
+            (
+                "",
+                &["processing.guarantee=exactly_once"],
+                "processing.guarantee",
+            ),
+            ("", &["retention.ms=1"], "retention.ms"),
+            ("", &["input.topic=bad topic"], "input.topic"),
+            ("", &["metrics.addr=nowhere"], "metrics.addr"),
+            ("", &["inactivity.gap.ms=0"], "inactivity.gap.ms"),
+        ];
+        for (text, overrides, key) in cases {
+            let err = load(text, overrides).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("'{key}'")),
+                "{err} should name {key}"
+            );
+        }
+        assert!(matches!(
+            load("", &["no-equals-sign"]),
+            Err(ConfigError::BadOverride { .. })
+        ));
+        assert!(matches!(load("= =", &[]), Err(ConfigError::Toml { .. })));
+    }
+}
