@@ -10,14 +10,18 @@
 
 pub mod common;
 pub mod config;
+pub mod connection;
 pub mod error;
+mod group_apis;
 pub mod streams_group_describe;
 pub mod streams_group_heartbeat;
 pub mod wire;
 
 pub use common::{Endpoint, KeyValue, TaskIds, TaskOffset, TopicInfo};
 pub use config::{ConnectionConfig, SaslConfig, SecurityProtocol, TlsConfig};
+pub use connection::{BrokerConnection, VersionRange};
 pub use error::{DecodeError, DecodeErrorKind, ProtocolError};
+pub use group_apis::{CommitOffset, Coordinator, FetchedOffset, PartitionCommitResult};
 pub use streams_group_describe::{
     Assignment, DescribedGroup, DescribedSubtopology, DescribedTopology, Member,
     StreamsGroupDescribeRequest, StreamsGroupDescribeResponse, TopologyDescription,
