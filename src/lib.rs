@@ -10,4 +10,5 @@
 
 pub mod changelog;
 pub mod protocol;
+pub mod runtime;
 pub mod worker;

@@ -55,7 +55,11 @@ mod tests {
             ("foobar", -790_332_482, 2),
             ("a-little-bit-long-string", -985_981_536, 0),
             ("a-little-bit-longer-string", -1_486_304_829, 3),
-            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971, 1),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+                1,
+            ),
             ("abc", 479_470_107, 3),
             ("", 275_646_681, 1),
             ("user-7", 696_778_364, 0),

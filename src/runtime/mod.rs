@@ -1,0 +1,10 @@
+//! The runtime: tasks created, restored, run, committed and closed as membership events
+//! arrive; the poll loop; the commit cycle (flush → changelog and output produced → acked →
+//! offsets committed → checkpoint). Owns the order of those steps; does no wire encoding
+//! (protocol) and no session-window arithmetic (session).
+
+pub mod offsets;
+pub mod partitioner;
+
+pub use offsets::{CoordinatorOffsets, OffsetCommitter, OffsetsError};
+pub use partitioner::{murmur2, windowed_partition};
