@@ -12,9 +12,7 @@ use kafka_protocol::error::ResponseError;
 
 use super::errors::{classify, ErrorAction, FailureKind, MembershipError};
 use super::task::{TaskAssignment, TaskId};
-use crate::protocol::streams_group_heartbeat::{
-    JOIN_GROUP_MEMBER_EPOCH, LEAVE_GROUP_MEMBER_EPOCH,
-};
+use crate::protocol::streams_group_heartbeat::{JOIN_GROUP_MEMBER_EPOCH, LEAVE_GROUP_MEMBER_EPOCH};
 use crate::protocol::{
     Status, StatusCode, StreamsGroupHeartbeatRequest, StreamsGroupHeartbeatResponse, TaskLists,
     TaskOffset, Topology,

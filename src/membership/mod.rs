@@ -24,4 +24,6 @@ pub use task::{TaskAssignment, TaskId};
 pub use topology::session_count_topology;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -23,8 +23,7 @@ impl Membership {
         if self.phase != Phase::Member {
             return;
         }
-        let released: BTreeSet<TaskId> =
-            self.pending_revoke.intersection(tasks).cloned().collect();
+        let released: BTreeSet<TaskId> = self.pending_revoke.intersection(tasks).cloned().collect();
         if released.is_empty() {
             return;
         }
@@ -32,16 +31,23 @@ impl Membership {
             self.pending_revoke.remove(task);
             self.owned.active.remove(task);
         }
-        self.reconcile();
+        if self.pending_revoke.is_empty() {
+            self.advance();
+        }
     }
 
     /// Moves the owned assignment towards the target: emits `Revoke` for owned active tasks
     /// not in the target and waits, or, with nothing to revoke, adopts the target, emits
     /// `Assigned` and makes the acknowledging heartbeat due at once.
     pub(super) fn reconcile(&mut self) {
-        if !self.pending_revoke.is_empty() || self.owned == self.target {
-            return;
+        if self.pending_revoke.is_empty() && self.owned != self.target {
+            self.advance();
         }
+    }
+
+    /// One reconciliation step with no revocation pending. Also runs when the last revoked
+    /// task is released, where `owned` may already equal the target but `Assigned` is owed.
+    fn advance(&mut self) {
         let revoke: BTreeSet<TaskId> = self
             .owned
             .active

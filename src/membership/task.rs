@@ -119,11 +119,19 @@ mod tests {
 
     #[test]
     fn orders_by_subtopology_then_partition() {
-        let mut ids = vec![TaskId::new("1", 0), TaskId::new("0", 2), TaskId::new("0", 1)];
+        let mut ids = vec![
+            TaskId::new("1", 0),
+            TaskId::new("0", 2),
+            TaskId::new("0", 1),
+        ];
         ids.sort();
         assert_eq!(
             ids,
-            vec![TaskId::new("0", 1), TaskId::new("0", 2), TaskId::new("1", 0)]
+            vec![
+                TaskId::new("0", 1),
+                TaskId::new("0", 2),
+                TaskId::new("1", 0)
+            ]
         );
     }
 
