@@ -352,7 +352,8 @@ impl Membership {
 
     /// When [`handle_timeout`](Self::handle_timeout) and [`poll_request`](Self::poll_request)
     /// should next be called; a deadline at or before `now` means at once. `None` while only
-    /// a response (or nothing, after `Left`/`Fatal`) can move the member on.
+    /// a response (or nothing, after `Left`/`Fatal`) can move the member on, and before any
+    /// call has passed a `now` (a new member: call `poll_request` first).
     pub fn next_deadline(&self) -> Option<Instant> {
         let leave_deadline = match self.phase {
             Phase::Left | Phase::Fatal => return None,
@@ -446,6 +447,7 @@ impl Membership {
                 self.last_sent = Some(TaskAssignment::default());
                 true
             }
+            // `poll_request` never builds a request when left or fatal.
             Phase::Member | Phase::Left | Phase::Fatal => {
                 if self.last_sent.as_ref() != Some(&self.owned) {
                     let (active, standby, warmup) = self.owned.to_lists();
