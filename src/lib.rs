@@ -9,6 +9,7 @@
 //! checkpoints) and `store` (the caching session store and byte stores).
 
 pub mod changelog;
+pub mod membership;
 pub mod protocol;
 pub mod runtime;
 pub mod worker;
