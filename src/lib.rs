@@ -1,3 +1,5 @@
 //! kstate: session-windowed state for Kafka stream processing, kept in a write-back cache,
 //! logged to a compacted changelog topic and restored on whichever worker the streams group
 //! protocol (KIP-1071) assigns the task to.
+
+pub mod store;
