@@ -2,4 +2,5 @@
 //! logged to a compacted changelog topic and restored on whichever worker the streams group
 //! protocol (KIP-1071) assigns the task to.
 
+pub mod session;
 pub mod store;

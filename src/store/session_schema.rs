@@ -36,6 +36,11 @@ pub fn session_key(key: &[u8], start: i64, end: i64) -> Bytes {
 pub fn write_session_key(buf: &mut BytesMut, key: &[u8], start: i64, end: i64) {
     buf.reserve(key.len() + SUFFIX_LEN);
     buf.put_slice(key);
+    append_suffix(buf, start, end);
+}
+
+/// Appends the `end ‖ start` suffix to a buffer that already holds the serialized key.
+pub fn append_suffix(buf: &mut BytesMut, start: i64, end: i64) {
     buf.put_i64(end);
     buf.put_i64(start);
 }
