@@ -1,3 +1,6 @@
+//! Unit tests of `CachingSessionStore`: the seed's cases as behaviour, plus flush order,
+//! the create-and-remove skip, eviction write-through and retention expiry.
+
 use super::*;
 use crate::store::session_schema::session_key;
 
