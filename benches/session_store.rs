@@ -1,0 +1,194 @@
+//! Hot-path costs of the state core: one record through find_sessions + put on the caching
+//! session store (raw and through the aggregate step) with 10k and 1M live sessions, a
+//! flush of 100k dirty entries, and the heap bytes per live session (counted by a global
+//! allocator wrapper, printed before the benchmarks run).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
+use kstate::session::{
+    Count, LongSerde, SessionStore, SessionWindowAggregate, SessionWindows, StringSerde,
+};
+use kstate::store::session_schema::session_key;
+use kstate::store::{CacheBudget, CachingSessionStore, InMemoryBytesStore, RecordContext};
+
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Kafka Streams' default `statestore.cache.max.bytes`.
+const CACHE_BYTES: usize = 10 * 1024 * 1024;
+const GAP_MS: i64 = 5 * 60 * 1000;
+const T0: i64 = 1_700_000_000_000;
+
+fn user(i: u64) -> String {
+    format!("user-{i:08}")
+}
+
+fn ctx(offset: i64, ts: i64) -> RecordContext {
+    RecordContext::new("events", 0, offset, ts)
+}
+
+/// A store whose inner map holds `n` live sessions (one per user, count 1), cache empty.
+fn populated(n: u64) -> CachingSessionStore {
+    let mut s = CachingSessionStore::with_retention(
+        "counts",
+        CacheBudget::new(CACHE_BYTES),
+        InMemoryBytesStore::new(),
+        i64::MAX / 4,
+    )
+    .expect("store");
+    let one = Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 1]);
+    for i in 0..n {
+        s.put_inner(session_key(user(i).as_bytes(), T0, T0), one.clone())
+            .expect("put_inner");
+    }
+    s
+}
+
+/// Deterministic key sequence (xorshift) over `n` users.
+struct Keys {
+    x: u64,
+    n: u64,
+}
+
+impl Keys {
+    fn next(&mut self) -> u64 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        self.x % self.n
+    }
+}
+
+fn per_record(c: &mut Criterion) {
+    let mut group = c.benchmark_group("per_record");
+    group.throughput(Throughput::Elements(1));
+    for &n in &[10_000u64, 1_000_000] {
+        group.sample_size(if n > 100_000 { 20 } else { 50 });
+        group.bench_with_input(BenchmarkId::new("find_sessions+put", n), &n, |b, &n| {
+            let mut store = populated(n);
+            let mut keys = Keys { x: 0x9E37_79B9, n };
+            let names: Vec<String> = (0..n).map(user).collect();
+            let mut found = Vec::new();
+            let mut t = T0;
+            b.iter(|| {
+                t += 1;
+                let key = &names[keys.next() as usize];
+                store
+                    .find_sessions_into(key.as_bytes(), t - GAP_MS, t + GAP_MS, &mut found)
+                    .expect("find");
+                let start = found.first().map_or(t, |s| s.start.min(t));
+                store
+                    .put(
+                        session_key(key.as_bytes(), start, t),
+                        Bytes::from_static(&[0; 8]),
+                        ctx(t, t),
+                    )
+                    .expect("put");
+                for old in found.drain(..) {
+                    store.remove(old.key, ctx(t, t)).expect("remove");
+                }
+                black_box(store.take_evicted().len());
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("aggregate_count", n), &n, |b, &n| {
+            let windows = SessionWindows::with_inactivity_gap(Duration::from_millis(GAP_MS as u64))
+                .expect("windows");
+            let mut store = SessionStore::new(populated(n), StringSerde, LongSerde);
+            let mut step = SessionWindowAggregate::new(windows, Count, Count, Count);
+            let mut keys = Keys { x: 0x1234_5678, n };
+            let names: Vec<String> = (0..n).map(user).collect();
+            let mut t = T0;
+            b.iter(|| {
+                t += 1;
+                let key = &names[keys.next() as usize];
+                let out = step
+                    .process(&mut store, Some(key), &(), ctx(t, t))
+                    .expect("process");
+                black_box(out);
+                black_box(store.take_evicted().expect("evicted").len());
+            });
+        });
+    }
+    group.finish();
+}
+
+fn flush_100k(c: &mut Criterion) {
+    let mut group = c.benchmark_group("flush");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(100_000));
+    group.bench_function("flush_with_old_100k_dirty", |b| {
+        b.iter_batched(
+            || {
+                let mut s = CachingSessionStore::new(
+                    "counts",
+                    CacheBudget::new(usize::MAX),
+                    InMemoryBytesStore::new(),
+                );
+                for i in 0..100_000u64 {
+                    let t = T0 + i as i64;
+                    s.put(
+                        session_key(user(i).as_bytes(), t, t),
+                        Bytes::from_static(&[0; 8]),
+                        ctx(t, t),
+                    )
+                    .expect("put");
+                }
+                s
+            },
+            |mut s| {
+                let flushed = s.flush_with_old().expect("flush");
+                black_box((s, flushed))
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+fn report_memory() {
+    for &n in &[10_000u64, 1_000_000] {
+        let before = LIVE_BYTES.load(Ordering::Relaxed);
+        let store = populated(n);
+        let heap = LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(before);
+        println!(
+            "memory: {n} live sessions (key 13 B + 16 B window, value 8 B): {:.1} heap bytes/session \
+             (store's own estimate {:.1})",
+            heap as f64 / n as f64,
+            store.approximate_bytes() as f64 / n as f64
+        );
+        drop(store);
+    }
+}
+
+fn main() {
+    report_memory();
+    let mut c = Criterion::default().configure_from_args();
+    per_record(&mut c);
+    flush_100k(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,25 @@
+//! Errors of the store layer. Owns `StoreError`, the one error enum every store type returns.
+//! Must not carry Kafka types or stringly-typed catch-alls: each variant names what broke.
+
+use thiserror::Error;
+
+/// Failure of a store-layer operation.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// A session composite key (`key ‖ end ‖ start`) was shorter than its 16-byte suffix.
+    #[error("session key of {len} bytes is shorter than the {min} bytes of its end/start suffix")]
+    ShortSessionKey {
+        /// Length of the buffer that was handed in.
+        len: usize,
+        /// Minimum length of a session composite key.
+        min: usize,
+    },
+    /// A negative retention period was configured.
+    #[error("retention of {retention_ms} ms for store {store} is negative")]
+    NegativeRetention {
+        /// Name of the store.
+        store: String,
+        /// Configured retention in milliseconds.
+        retention_ms: i64,
+    },
+}

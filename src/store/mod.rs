@@ -1,0 +1,16 @@
+//! The store layer: session composite keys, byte stores, the record cache and the caching
+//! session store. Owns bytes at rest and their write-back caching; must not know Kafka,
+//! serdes or session-window rules (those live in `session`).
+
+pub mod bytes_store;
+pub mod cache;
+pub mod caching_session_store;
+pub mod context;
+pub mod error;
+pub mod session_schema;
+
+pub use bytes_store::{ByteKeyValueStore, InMemoryBytesStore};
+pub use cache::{CacheBudget, CacheEntry, CacheMetrics, DirtyEntry, NamedCache};
+pub use caching_session_store::{CachingSessionStore, FlushedEntry, StoredSession};
+pub use context::RecordContext;
+pub use error::StoreError;
