@@ -49,6 +49,13 @@ pub enum ChangelogError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("clearing the store before a full restore of {topic}/{partition}: {source}")]
+    ClearStore {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("restore of {topic}/{partition} stalled at offset {position}, end {end}")]
     Stalled {
         topic: String,

@@ -7,6 +7,7 @@
 mod checkpoint;
 mod error;
 mod restorer;
+mod store_target;
 mod topic;
 mod writer;
 

@@ -24,7 +24,7 @@ pub trait RestoreTarget {
     type Error: std::error::Error + Send + Sync + 'static;
     fn restore_put(&mut self, key: Bytes, value: Bytes) -> Result<(), Self::Error>;
     fn restore_delete(&mut self, key: Bytes) -> Result<(), Self::Error>;
-    fn restore_clear(&mut self);
+    fn restore_clear(&mut self) -> Result<(), Self::Error>;
 }
 
 /// What to do with a changelog record the target rejects.
@@ -176,7 +176,13 @@ impl Restorer {
                 None => (log_start, true),
             };
         if full_restore {
-            target.restore_clear();
+            target
+                .restore_clear()
+                .map_err(|e| ChangelogError::ClearStore {
+                    topic: topic.to_string(),
+                    partition,
+                    source: Box::new(e),
+                })?;
         }
         let mut outcome = RestoreOutcome {
             start_offset: start,

@@ -5,6 +5,7 @@
 
 pub mod offsets;
 pub mod partitioner;
+pub mod processor;
 
 pub use offsets::{CoordinatorOffsets, OffsetCommitter, OffsetsError};
 pub use partitioner::{murmur2, windowed_partition};
