@@ -349,7 +349,8 @@ async fn join_assigns_all_tasks_and_the_broker_creates_the_declared_changelog() 
     );
     assert_eq!(task_set(&member.active), all_tasks());
     // The broker reports why it holds the assignment back: the internal topics being
-    // created and/or the initial rebalance delay. Whatever it said must be one of these.
+    // created and/or the initial rebalance delay (0 in config/broker/server.properties, so
+    // usually only MISSING_INTERNAL_TOPICS). Whatever it said must be one of these.
     for code in &member.statuses {
         assert!(
             [
