@@ -75,7 +75,8 @@ pub struct DescribedGroup {
     pub error_message: Option<String>,
     /// The group id.
     pub group_id: String,
-    /// The state, e.g. `stable`, `not_ready`, or empty.
+    /// The state as the broker spells it: `Empty`, `NotReady`, `Assigning`, `Reconciling`,
+    /// `Stable` or `Dead`.
     pub group_state: String,
     /// The group epoch.
     pub group_epoch: i32,

@@ -87,3 +87,46 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The topic's configs as the broker describes them: name → (value, source). Only the
+/// entries that have a value.
+pub async fn topic_configs(
+    bootstrap: &str,
+    topic: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, (String, rdkafka::admin::ConfigSource)>> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin = admin(bootstrap);
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let mut results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+        .await?;
+    let resource = results
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no config resource for {topic}"))?
+        .map_err(|err| anyhow::anyhow!("describing the configs of {topic}: {err}"))?;
+    Ok(resource
+        .entries
+        .into_iter()
+        .filter_map(|e| e.value.map(|v| (e.name, (v, e.source))))
+        .collect())
+}
+
+/// The topic's partition count from the cluster metadata, `None` while it does not exist.
+pub async fn partition_count(bootstrap: &str, topic: &str) -> anyhow::Result<Option<usize>> {
+    let bootstrap = bootstrap.to_string();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let admin = admin(&bootstrap);
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(None);
+        };
+        if t.error().is_some() {
+            return Ok(None);
+        }
+        Ok(Some(t.partitions().len()))
+    })
+    .await?
+}
