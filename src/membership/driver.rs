@@ -295,11 +295,12 @@ impl Driver {
     /// Forwards events, publishes the status, starts a heartbeat or a discovery when due.
     /// Returns false once the driver must stop.
     async fn step(&mut self, now: Instant) -> bool {
-        let mut stop = false;
+        let (mut stop, mut left) = (false, false);
         if let Some(machine) = self.machine.as_mut() {
             machine.handle_timeout(now);
         }
         while let Some(event) = self.machine.as_mut().and_then(Membership::poll_event) {
+            left |= event == MembershipEvent::Left;
             stop |= matches!(event, MembershipEvent::Left | MembershipEvent::Fatal(_));
             self.on_event(&event);
             if self.events.send(event).await.is_err() && self.events_open {
@@ -310,7 +311,8 @@ impl Driver {
         }
         self.publish();
         if stop {
-            for waiter in self.leave_waiters.drain(..) {
+            // After `Fatal` the waiters are dropped: `leave` reports `NotRunning`.
+            for waiter in self.leave_waiters.drain(..).filter(|_| left) {
                 let _ = waiter.send(());
             }
             return false;
