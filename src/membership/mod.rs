@@ -6,15 +6,18 @@
 //! responses through [`Membership::handle_response`] / [`Membership::handle_failure`], and
 //! requests and [`MembershipEvent`]s come out of `poll_request` / `poll_event`; backoff is a
 //! deadline ([`Membership::next_deadline`]). A driver runs it with a `select!` over the
-//! response future, `sleep_until(next_deadline)` and shutdown. Finding the coordinator,
-//! encoding, and committing offsets belong to other layers.
+//! response future, `sleep_until(next_deadline)` and shutdown: [`driver`] is that driver, on
+//! tokio, and also finds the coordinator. Encoding and committing offsets belong to other
+//! layers.
 
+pub mod driver;
 mod errors;
 mod machine;
 mod reconcile;
 mod task;
 pub mod topology;
 
+pub use driver::{DriverConfig, DriverHandle, DriverStatus, LeaveOutcome, MembershipDriver};
 pub use errors::{FailureKind, MembershipError};
 pub use machine::{
     MemberState, Membership, MembershipConfig, MembershipEvent, LEAVE_TIMEOUT,

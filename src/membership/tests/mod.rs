@@ -119,5 +119,6 @@ pub(super) fn member_owning(version: i16, active: &[i32]) -> (Membership, Instan
 }
 
 mod assignment;
+mod driver;
 mod errors;
 mod lifecycle;
