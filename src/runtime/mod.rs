@@ -3,9 +3,21 @@
 //! offsets committed → checkpoint). Owns the order of those steps; does no wire encoding
 //! (protocol) and no session-window arithmetic (session).
 
+mod eos;
+mod error;
+pub mod metrics;
 pub mod offsets;
 pub mod partitioner;
 pub mod processor;
+mod run;
+mod task;
 
+pub use error::RuntimeError;
 pub use offsets::{CoordinatorOffsets, OffsetCommitter, OffsetsError};
 pub use partitioner::{murmur2, windowed_partition};
+pub use processor::{
+    count_factory, sum_factory, OutputRecord, ProcessError, ProcessorFactory,
+    SessionAggregationFactory, TaskProcessor,
+};
+pub use run::{run, InputErrorPolicy, RuntimeConfig};
+pub use task::{Task, TaskState};

@@ -1,0 +1,123 @@
+//! `kstate-worker`: the session-window count job. Reads `--config FILE` and `--set key=value`
+//! overrides (see `config/worker.toml`), joins the streams group `application.id`, and counts
+//! records per key and session until SIGTERM/SIGINT, when it commits, closes its tasks and
+//! leaves the group. A second signal exits at once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use kstate::runtime::{count_factory, run, InputErrorPolicy, RuntimeConfig};
+use kstate::session::SessionWindows;
+use kstate::worker::{process_id, DeserializationPolicy, ProcessingGuarantee, WorkerConfig};
+use tracing::{error, info, warn};
+
+/// Session-window counts per key, kept in a changelog-backed store that moves between
+/// workers with the Kafka streams group protocol.
+#[derive(Parser, Debug)]
+#[command(name = "kstate-worker", version)]
+struct Args {
+    /// Configuration file (TOML); every key and its default is in config/worker.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override one key: --set key=value (repeatable; a later one wins).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+async fn signal(kind: tokio::signal::unix::SignalKind) {
+    match tokio::signal::unix::signal(kind) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot listen for a signal");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits the process at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::SignalKind;
+    tokio::select! {
+        _ = signal(SignalKind::terminate()) => {}
+        _ = signal(SignalKind::interrupt()) => {}
+    }
+    info!("signal received: committing, closing tasks and leaving the group (a second signal exits at once)");
+    tokio::spawn(async {
+        tokio::select! {
+            _ = signal(SignalKind::terminate()) => {}
+            _ = signal(SignalKind::interrupt()) => {}
+        }
+        warn!("second signal: exiting without a clean shutdown");
+        std::process::exit(130);
+    });
+}
+
+fn runtime_config(c: &WorkerConfig) -> anyhow::Result<RuntimeConfig> {
+    Ok(RuntimeConfig {
+        application_id: c.application_id.clone(),
+        bootstrap: c.bootstrap_servers.clone(),
+        input_topic: c.input_topic.clone(),
+        output_topic: c.output_topic.clone(),
+        store_name: c.store_name.clone(),
+        store_retention: c.retention,
+        commit_interval: c.commit_interval,
+        cache_max_bytes: c.cache_max_bytes,
+        exactly_once: c.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2,
+        process_id: process_id(&c.state_dir, &c.application_id)
+            .with_context(|| format!("state.dir {}", c.state_dir.display()))?,
+        member_id: uuid::Uuid::new_v4().to_string(),
+        input_errors: match c.deserialization_policy {
+            DeserializationPolicy::LogAndFail => InputErrorPolicy::Fail,
+            DeserializationPolicy::LogAndContinue => InputErrorPolicy::Continue,
+        },
+        restore_skip_corrupt: c.restore_skip_corrupt,
+        kafka: c.kafka.clone(),
+        leave_timeout: Duration::from_secs(10),
+    })
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let config = match WorkerConfig::load(args.config.as_deref(), &args.set) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kstate-worker: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match work(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("kstate-worker: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn work(config: WorkerConfig) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_addr {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("starting the metrics endpoint on {addr} (metrics.addr)"))?;
+        info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+    }
+    let windows = SessionWindows::new(config.inactivity_gap, config.grace, Some(config.retention))
+        .context("session windows")?;
+    let runtime = runtime_config(&config)?;
+    run(runtime, Arc::new(count_factory(windows)), shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The runtime's error: what stops a task or the worker, with the task, topic, partition and
+//! offset where there is one, and the lower layer's error chained.
+
+use rdkafka::error::KafkaError;
+
+use super::offsets::OffsetsError;
+use super::processor::ProcessError;
+use crate::changelog::ChangelogError;
+use crate::membership::MembershipError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("creating the {what} client: {source}")]
+    Client {
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("task {task}: {source}")]
+    Process {
+        task: String,
+        #[source]
+        source: Box<ProcessError>,
+    },
+    #[error("task {task}: {source}")]
+    Changelog {
+        task: String,
+        #[source]
+        source: Box<ChangelogError>,
+    },
+    #[error("producing output to {topic}: {source}")]
+    Output {
+        topic: String,
+        #[source]
+        source: Box<ChangelogError>,
+    },
+    #[error("committing input offsets: {source}")]
+    Offsets {
+        #[source]
+        source: Box<OffsetsError>,
+    },
+    #[error("consuming input topic {topic}: {source}")]
+    Consume {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("reading metadata of topic {topic}: {reason}")]
+    Metadata { topic: String, reason: String },
+    #[error("transaction: {message}")]
+    Transaction {
+        message: String,
+        fatal: bool,
+        abortable: bool,
+    },
+    #[error("the streams group membership failed: {source}")]
+    Membership {
+        #[source]
+        source: MembershipError,
+    },
+    #[error("the membership driver stopped")]
+    MembershipStopped,
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("restore task panicked or was cancelled: {reason}")]
+    RestoreJoin { reason: String },
+}
