@@ -1,0 +1,368 @@
+//! The streams worker end to end against the real broker, workers as child processes: the
+//! session counts on the output topic equal the reference of DESIGN §4; a SIGKILLed worker's
+//! tasks are restored by the survivor from the changelog; SIGTERM leaves cleanly; a restart
+//! resumes from committed offsets; a bad config value stops the worker naming the key.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use common::worker::{
+    click_stream, compacted, produce, read_topic, reference_by_partition, Click, Worker,
+};
+
+const PARTITIONS: i32 = 4;
+const GAP: i64 = 10_000;
+const GRACE: i64 = 20_000;
+
+type View = BTreeMap<(String, i64, i64), i64>;
+
+struct Job {
+    bootstrap: String,
+    app: String,
+    input: String,
+    output: String,
+    state: std::path::PathBuf,
+}
+
+impl Job {
+    async fn new(name: &str) -> anyhow::Result<Self> {
+        let bootstrap = common::broker();
+        let app = common::unique(name);
+        let input = format!("{app}-clicks");
+        let output = format!("{app}-counts");
+        common::create_topic(&bootstrap, &input, PARTITIONS, &[]).await?;
+        common::create_topic(&bootstrap, &output, PARTITIONS, &[]).await?;
+        let state = std::env::temp_dir().join(&app);
+        Ok(Self {
+            bootstrap,
+            app,
+            input,
+            output,
+            state,
+        })
+    }
+
+    fn worker(&self, name: &str, guarantee: &str) -> anyhow::Result<Worker> {
+        Worker::start(
+            name,
+            &[
+                ("application.id", self.app.clone()),
+                ("bootstrap.servers", self.bootstrap.clone()),
+                ("input.topic", self.input.clone()),
+                ("output.topic", self.output.clone()),
+                ("store.name", "counts".into()),
+                ("inactivity.gap.ms", GAP.to_string()),
+                ("grace.ms", GRACE.to_string()),
+                ("commit.interval.ms", "300".into()),
+                ("processing.guarantee", guarantee.into()),
+                ("state.dir", self.state.join(name).display().to_string()),
+                ("metrics.addr", String::new()),
+            ],
+        )
+    }
+
+    async fn produce(&self, clicks: &[Click]) -> anyhow::Result<()> {
+        produce(&self.bootstrap, &self.input, PARTITIONS, clicks).await
+    }
+
+    fn view(&self, read_committed: bool) -> anyhow::Result<View> {
+        Ok(compacted(&read_topic(
+            &self.bootstrap,
+            &self.output,
+            read_committed,
+        )?))
+    }
+
+    /// Polls the output until `done` holds for its compacted view.
+    async fn wait_view(
+        &self,
+        what: &str,
+        read_committed: bool,
+        workers: &[&Worker],
+        done: impl Fn(&View) -> bool,
+    ) -> anyhow::Result<View> {
+        let result = common::wait_for(what, Duration::from_secs(90), || async {
+            let view = self.view(read_committed).ok()?;
+            done(&view).then_some(view)
+        })
+        .await;
+        result.with_context(|| {
+            workers
+                .iter()
+                .map(|w| format!("--- {} ---\n{}", w.name, w.tail()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The sessions are those of the reference and no count is below it; the excess of all
+/// counts together is at most `max_excess` (records processed twice after a crash).
+fn at_least_once_matches(view: &View, reference: &View, max_excess: i64) -> bool {
+    view.len() == reference.len()
+        && reference
+            .iter()
+            .all(|(k, r)| view.get(k).is_some_and(|v| v >= r))
+        && view.values().sum::<i64>() - reference.values().sum::<i64>() <= max_excess
+}
+
+async fn wait_running(worker: &Worker, tasks: usize) -> anyhow::Result<()> {
+    common::wait_for(
+        &format!("{} to run {tasks} tasks", worker.name),
+        Duration::from_secs(60),
+        || async { (worker.count("task running") >= tasks).then_some(()) },
+    )
+    .await
+    .with_context(|| worker.tail())
+}
+
+#[tokio::test]
+async fn one_worker_counts_sessions_like_the_reference() -> anyhow::Result<()> {
+    let job = Job::new("worker-one").await?;
+    let clicks = click_stream(40, 30, now_ms() - 3_600_000, GAP, GRACE, 11);
+    let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
+    job.produce(&clicks).await?;
+    let mut worker = job.worker("solo", "at_least_once")?;
+    let view = job
+        .wait_view(
+            "the output to equal the reference",
+            false,
+            &[&worker],
+            |v| v == &reference,
+        )
+        .await?;
+    assert!(
+        view.values().any(|&c| c > 1),
+        "some sessions merged records"
+    );
+    let status = worker.terminate(Duration::from_secs(30))?;
+    ensure!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        worker.tail()
+    );
+    let log = worker.log();
+    assert!(log.contains("shutdown complete"), "{}", worker.tail());
+    Ok(())
+}
+
+#[tokio::test]
+async fn output_partitions_and_timestamps_follow_kafka_streams() -> anyhow::Result<()> {
+    let job = Job::new("worker-bytes").await?;
+    let base = now_ms() - 600_000;
+    let clicks: Vec<Click> = [
+        ("alice", 0),
+        ("bob", 1_000),
+        ("alice", 4_000),
+        ("carol", 9_000),
+    ]
+    .iter()
+    .map(|(k, t)| Click {
+        key: k.to_string(),
+        timestamp: base + t,
+    })
+    .collect();
+    job.produce(&clicks).await?;
+    let worker = job.worker("bytes", "at_least_once")?;
+    let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
+    job.wait_view("three sessions", false, &[&worker], |v| v == &reference)
+        .await?;
+    for (partition, key, value, ts) in read_topic(&job.bootstrap, &job.output, false)? {
+        let inner = &key[..key.len() - 16];
+        assert_eq!(partition, common::worker::partition_of(inner, PARTITIONS));
+        let end = i64::from_be_bytes(key[key.len() - 16..key.len() - 8].try_into()?);
+        assert_eq!(ts, end, "an output record is stamped with its session end");
+        if let Some(v) = value {
+            assert_eq!(v.len(), 8, "the count is an i64");
+        }
+    }
+    Ok(())
+}
+
+async fn survivor_restores_a_killed_peer(guarantee: &str) -> anyhow::Result<()> {
+    let eos = guarantee == "exactly_once_v2";
+    let job = Job::new(if eos {
+        "worker-kill-eos"
+    } else {
+        "worker-kill"
+    })
+    .await?;
+    let clicks = click_stream(60, 40, now_ms() - 3_600_000, GAP, GRACE, 23);
+    let (first, second) = clicks.split_at(clicks.len() / 2);
+    let reference_first = reference_by_partition(first, PARTITIONS, GAP, GRACE);
+    let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
+    job.produce(first).await?;
+    let mut a = job.worker("a", guarantee)?;
+    wait_running(&a, 4).await?;
+    let b = job.worker("b", guarantee)?;
+    wait_running(&b, 2).await?;
+    job.wait_view("the first half counted", eos, &[&a, &b], |v| {
+        v == &reference_first
+    })
+    .await?;
+
+    // Kill one worker while the second half streams in.
+    let producing = {
+        let (bootstrap, input) = (job.bootstrap.clone(), job.input.clone());
+        let second = second.to_vec();
+        tokio::spawn(async move {
+            for chunk in second.chunks(100) {
+                produce(&bootstrap, &input, PARTITIONS, chunk).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    a.kill()?;
+    producing.await??;
+    let killed_at = std::time::Instant::now();
+    wait_running(&b, 4).await?;
+    let failover = killed_at.elapsed();
+    let view = if eos {
+        job.wait_view(
+            "the read_committed output to equal the reference",
+            true,
+            &[&b],
+            |v| v == &reference,
+        )
+        .await?
+    } else {
+        let bound = second.len() as i64;
+        job.wait_view("the output to match the reference", false, &[&b], |v| {
+            at_least_once_matches(v, &reference, bound)
+        })
+        .await?
+    };
+    assert!(b.log().contains("task restored"), "{}", b.tail());
+    println!(
+        "{guarantee}: {} sessions; survivor running all tasks {failover:?} after the kill",
+        view.len()
+    );
+    if eos {
+        // No update is seen twice: per session key, committed counts only grow.
+        let mut last: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        for (_, key, value, _) in read_topic(&job.bootstrap, &job.output, true)? {
+            match value {
+                Some(v) => {
+                    let count = i64::from_be_bytes(v.as_slice().try_into()?);
+                    if let Some(prev) = last.insert(key.clone(), count) {
+                        assert!(
+                            count > prev,
+                            "count {count} after {prev}: a duplicate update"
+                        );
+                    }
+                }
+                None => {
+                    last.remove(&key);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn survivor_restores_the_tasks_of_a_killed_worker() -> anyhow::Result<()> {
+    survivor_restores_a_killed_peer("at_least_once").await
+}
+
+#[tokio::test]
+async fn survivor_restores_a_killed_worker_exactly_once() -> anyhow::Result<()> {
+    survivor_restores_a_killed_peer("exactly_once_v2").await
+}
+
+#[tokio::test]
+async fn sigterm_leaves_cleanly_and_the_peer_takes_over() -> anyhow::Result<()> {
+    let job = Job::new("worker-term").await?;
+    let clicks = click_stream(30, 20, now_ms() - 3_600_000, GAP, GRACE, 5);
+    let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
+    job.produce(&clicks).await?;
+    let mut a = job.worker("a", "at_least_once")?;
+    wait_running(&a, 4).await?;
+    let b = job.worker("b", "at_least_once")?;
+    wait_running(&b, 2).await?;
+    job.wait_view("the output to equal the reference", false, &[&a, &b], |v| {
+        v == &reference
+    })
+    .await?;
+    let stopped = std::time::Instant::now();
+    let status = a.terminate(Duration::from_secs(30))?;
+    ensure!(status.success(), "exit status {status}");
+    assert!(a.log().contains("left the streams group"), "{}", a.tail());
+    wait_running(&b, 4).await?;
+    println!("peer runs all tasks {:?} after SIGTERM", stopped.elapsed());
+    // More input after the hand-over is counted by the survivor.
+    let more: Vec<Click> = click_stream(30, 5, now_ms() - 1_800_000, GAP, GRACE, 6);
+    job.produce(&more).await?;
+    let all: Vec<Click> = clicks.iter().chain(&more).cloned().collect();
+    let reference = reference_by_partition(&all, PARTITIONS, GAP, GRACE);
+    job.wait_view("the survivor's output", false, &[&b], |v| v == &reference)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_worker_resumes_without_counting_twice() -> anyhow::Result<()> {
+    let job = Job::new("worker-restart").await?;
+    let clicks = click_stream(30, 20, now_ms() - 3_600_000, GAP, GRACE, 9);
+    let (first, second) = clicks.split_at(clicks.len() / 2);
+    job.produce(first).await?;
+    let mut w = job.worker("w", "exactly_once_v2")?;
+    let reference_first = reference_by_partition(first, PARTITIONS, GAP, GRACE);
+    job.wait_view("the first half", true, &[&w], |v| v == &reference_first)
+        .await?;
+    ensure!(
+        w.terminate(Duration::from_secs(30))?.success(),
+        "{}",
+        w.tail()
+    );
+
+    job.produce(second).await?;
+    let w = job.worker("w", "exactly_once_v2")?;
+    let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
+    job.wait_view("both halves, each counted once", true, &[&w], |v| {
+        v == &reference
+    })
+    .await?;
+    assert!(w.log().contains("task restored"), "{}", w.tail());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_config_value_stops_the_worker_naming_the_key() -> anyhow::Result<()> {
+    let mut w = Worker::start("bad", &[("processing.guarantee", "exactly_once".into())])?;
+    let status = w.wait(Duration::from_secs(10))?;
+    assert_eq!(status.code(), Some(2));
+    assert!(w.log().contains("'processing.guarantee'"), "{}", w.log());
+    let mut w = Worker::start("unknown", &[("colour", "red".into())])?;
+    assert_eq!(w.wait(Duration::from_secs(10))?.code(), Some(2));
+    assert!(w.log().contains("'colour'"), "{}", w.log());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_output_topic_stops_the_worker_naming_it() -> anyhow::Result<()> {
+    let bootstrap = common::broker();
+    let missing = common::unique("no-such-output");
+    let mut w = Worker::start(
+        "no-output",
+        &[
+            ("bootstrap.servers", bootstrap),
+            ("output.topic", missing.clone()),
+            ("metrics.addr", String::new()),
+        ],
+    )?;
+    let status = w.wait(Duration::from_secs(60))?;
+    assert!(!status.success());
+    assert!(w.log().contains(&missing), "{}", w.log());
+    Ok(())
+}
