@@ -136,7 +136,8 @@ pub async fn run(
                 "transactional.id",
                 format!("{}-{}", config.application_id, config.process_id),
             )
-            .set("transaction.timeout.ms", "60000");
+            .set("transaction.timeout.ms", "60000")
+            .set("message.timeout.ms", "60000");
     }
     let producer: FutureProducer =
         producer_cfg
