@@ -100,6 +100,22 @@ pub struct Restorer {
 
 impl Restorer {
     pub fn new(bootstrap: &str, options: RestoreOptions) -> Result<Self, ChangelogError> {
+        let config = Self::consumer_config(bootstrap, &options);
+        let consumer = config
+            .create()
+            .map_err(|source| ChangelogError::Client { source })?;
+        Ok(Self {
+            consumer,
+            options,
+            cancel: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The librdkafka settings of the restore consumer: large fetches, a deep prefetch
+    /// queue, partition EOF events, the isolation level of `options`, then
+    /// `options.consumer_config`. Public so a benchmark can read a partition with exactly
+    /// the same settings.
+    pub fn consumer_config(bootstrap: &str, options: &RestoreOptions) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", bootstrap)
@@ -120,14 +136,7 @@ impl Restorer {
         for (k, v) in &options.consumer_config {
             config.set(k, v);
         }
-        let consumer = config
-            .create()
-            .map_err(|source| ChangelogError::Client { source })?;
-        Ok(Self {
-            consumer,
-            options,
-            cancel: Arc::new(AtomicBool::new(false)),
-        })
+        config
     }
 
     /// A flag that makes a running restore stop with [`ChangelogError::Cancelled`] (the task
