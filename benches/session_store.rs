@@ -2,6 +2,10 @@
 //! session store (raw and through the aggregate step) with 10k and 1M live sessions, a
 //! flush of 100k dirty entries, and the heap bytes per live session (counted by a global
 //! allocator wrapper, printed before the benchmarks run).
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument) criterion runs each benchmark
+//! once in a debug build: the fixtures then shrink to 10k live sessions and 1k dirty
+//! entries, so the test run takes seconds.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -19,9 +23,11 @@ use kstate::store::{CacheBudget, CachingSessionStore, InMemoryBytesStore, Record
 struct Counting;
 
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
         LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
         unsafe { System.alloc(layout) }
     }
@@ -30,6 +36,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
         LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
         LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -84,10 +91,24 @@ impl Keys {
     }
 }
 
+/// Whether criterion measures (`cargo bench` passes `--bench`) rather than smoke-tests.
+fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// Live-session counts of the per-record benchmarks.
+fn sizes() -> &'static [u64] {
+    if measuring() {
+        &[10_000, 1_000_000]
+    } else {
+        &[10_000]
+    }
+}
+
 fn per_record(c: &mut Criterion) {
     let mut group = c.benchmark_group("per_record");
     group.throughput(Throughput::Elements(1));
-    for &n in &[10_000u64, 1_000_000] {
+    for &n in sizes() {
         group.sample_size(if n > 100_000 { 20 } else { 50 });
         group.bench_with_input(BenchmarkId::new("find_sessions+put", n), &n, |b, &n| {
             let mut store = populated(n);
@@ -138,9 +159,10 @@ fn per_record(c: &mut Criterion) {
 }
 
 fn flush_100k(c: &mut Criterion) {
+    let dirty: u64 = if measuring() { 100_000 } else { 1_000 };
     let mut group = c.benchmark_group("flush");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(100_000));
+    group.throughput(Throughput::Elements(dirty));
     group.bench_function("flush_with_old_100k_dirty", |b| {
         b.iter_batched(
             || {
@@ -149,7 +171,7 @@ fn flush_100k(c: &mut Criterion) {
                     CacheBudget::new(usize::MAX),
                     InMemoryBytesStore::new(),
                 );
-                for i in 0..100_000u64 {
+                for i in 0..dirty {
                     let t = T0 + i as i64;
                     s.put(
                         session_key(user(i).as_bytes(), t, t),
@@ -171,7 +193,7 @@ fn flush_100k(c: &mut Criterion) {
 }
 
 fn report_memory() {
-    for &n in &[10_000u64, 1_000_000] {
+    for &n in sizes() {
         let before = LIVE_BYTES.load(Ordering::Relaxed);
         let store = populated(n);
         let heap = LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(before);
@@ -185,7 +207,43 @@ fn report_memory() {
     }
 }
 
+/// Heap allocations (alloc + realloc calls) per record of the aggregate step on 10k live
+/// sessions, averaged over 20k records after 20k warm-up records (eviction flushes
+/// included; 2k each when smoke-testing). Deterministic, unlike timings on a shared machine.
+fn report_allocations() {
+    let n = 10_000u64;
+    let windows =
+        SessionWindows::with_inactivity_gap(Duration::from_millis(GAP_MS as u64)).expect("windows");
+    let mut store = SessionStore::new(populated(n), StringSerde, LongSerde);
+    let mut step = SessionWindowAggregate::new(windows, Count, Count, Count);
+    let mut keys = Keys { x: 0x1234_5678, n };
+    let names: Vec<String> = (0..n).map(user).collect();
+    let ctx0 = ctx(0, T0);
+    let mut t = T0;
+    let mut run = |records: usize| {
+        for _ in 0..records {
+            t += 1;
+            let key = &names[keys.next() as usize];
+            let mut c = ctx0.clone();
+            c.offset = t;
+            c.timestamp = t;
+            black_box(
+                step.process(&mut store, Some(key), &(), c)
+                    .expect("process"),
+            );
+            black_box(store.take_evicted().expect("evicted").len());
+        }
+    };
+    let records = if measuring() { 20_000 } else { 2_000 };
+    run(records);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    run(records);
+    let per = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / records as f64;
+    println!("allocations: aggregate step, {n} live sessions: {per:.2} per record");
+}
+
 fn main() {
+    report_allocations();
     report_memory();
     let mut c = Criterion::default().configure_from_args();
     per_record(&mut c);

@@ -420,14 +420,102 @@ mod tests {
         assert_eq!(sessions(&mut store, "a"), vec![(0, 15, 7)]);
     }
 
+    fn setup_with_budget(gap: u64, grace: u64, budget: usize) -> (CountStep, Counts) {
+        let windows = SessionWindows::new(
+            Duration::from_millis(gap),
+            Duration::from_millis(grace),
+            None,
+        )
+        .expect("windows");
+        let store = SessionStore::for_windows(
+            "counts",
+            CacheBudget::new(budget),
+            InMemoryBytesStore::new(),
+            &windows,
+            StringSerde,
+            LongSerde,
+        )
+        .expect("store");
+        (
+            SessionWindowAggregate::new(windows, Count, Count, Count),
+            store,
+        )
+    }
+
+    /// Processes `key@t` and flushes (what `TopologyTestDriver` does after every record);
+    /// returns `(key, start, end, new count)` of every change written, evicted ones first.
+    fn rec_flushed(
+        step: &mut CountStep,
+        store: &mut Counts,
+        key: &str,
+        t: i64,
+    ) -> Vec<(String, i64, i64, Option<i64>)> {
+        rec(step, store, key, t);
+        let mut changes = store.take_evicted().expect("evicted");
+        changes.extend(store.flush().expect("flush"));
+        changes
+            .into_iter()
+            .map(|c| (c.key.key, c.key.start, c.key.end, c.change.new))
+            .collect()
+    }
+
+    /// gap 10, grace 0 (retention 10), stream time 100, S = a[80,85] and then a@92
+    /// (close 90). Kafka Streams 4.4.0 (`TopologyTestDriver`, default 10 MB cache): S is
+    /// still in the cache, the cache is not filtered by expiry, so a@92 merges it into
+    /// a[80,92] = 3. S's tombstone is not written: the inner store's clock is 100 after
+    /// b@100 was flushed, S (85 <= 100 - 10) reads as absent, and an entry whose old and
+    /// new value are both absent is skipped.
     #[test]
-    fn sessions_past_retention_are_expired_silently() {
-        let (mut step, mut store) = setup(10, 0);
+    fn out_of_order_record_merges_a_cached_session_the_inner_store_expired() {
+        let (mut step, mut store) = setup_with_budget(10, 0, usize::MAX);
+        let s = |k: &str, start, end, n| (k.to_string(), start, end, n);
+        assert_eq!(
+            rec_flushed(&mut step, &mut store, "a", 80),
+            vec![s("a", 80, 80, Some(1))]
+        );
+        assert_eq!(
+            rec_flushed(&mut step, &mut store, "a", 85),
+            vec![s("a", 80, 85, Some(2)), s("a", 80, 80, None)],
+            "put-first (DESIGN §4); Java emits the tombstone first"
+        );
+        assert_eq!(
+            rec_flushed(&mut step, &mut store, "b", 100),
+            vec![s("b", 100, 100, Some(1))]
+        );
+        assert_eq!(store.bytes().observed_end(), Some(100));
+        assert_eq!(
+            rec_flushed(&mut step, &mut store, "a", 92),
+            vec![s("a", 80, 92, Some(3))],
+            "Java 4.4.0: out a[80,92]=3, no tombstone for a[80,85]"
+        );
+        assert_eq!(sessions(&mut store, "a"), vec![(80, 92, 3)]);
+    }
+
+    /// The same records with `statestore.cache.max.bytes = 0`: nothing stays cached, the
+    /// inner store hides S, and a@92 starts a session of its own (Java 4.4.0 emits
+    /// a[92,92] = 1 and nothing else).
+    #[test]
+    fn without_a_cache_the_inner_clock_hides_the_expired_session() {
+        let (mut step, mut store) = setup_with_budget(10, 0, 0);
+        let s = |k: &str, start, end, n| (k.to_string(), start, end, n);
+        rec_flushed(&mut step, &mut store, "a", 80);
+        rec_flushed(&mut step, &mut store, "a", 85);
+        rec_flushed(&mut step, &mut store, "b", 100);
+        assert_eq!(
+            rec_flushed(&mut step, &mut store, "a", 92),
+            vec![s("a", 92, 92, Some(1))]
+        );
+        assert_eq!(sessions(&mut store, "a"), vec![(92, 92, 1)]);
+    }
+
+    #[test]
+    fn uncached_sessions_past_retention_are_expired_silently() {
+        let (mut step, mut store) = setup_with_budget(10, 0, 0);
         rec(&mut step, &mut store, "a", 0);
-        store.flush().expect("flush");
         rec(&mut step, &mut store, "b", 9);
         assert_eq!(sessions(&mut store, "a").len(), 1, "end 0 > 9 - 10: live");
         rec(&mut step, &mut store, "b", 10);
+        assert_eq!(store.bytes().observed_end(), Some(10));
         assert!(
             sessions(&mut store, "a").is_empty(),
             "end 0 <= 10 - 10: expired"
@@ -438,9 +526,12 @@ mod tests {
             .get(&session_key(b"a", 0, 0))
             .expect("get")
             .is_none());
-        let flushed = store.flush().expect("flush");
+        let mut flushed = store.take_evicted().expect("evicted");
+        flushed.extend(store.flush().expect("flush"));
         assert!(
-            flushed.iter().all(|c| c.key.key != "a"),
+            flushed
+                .iter()
+                .all(|c| c.key.key != "a" || c.change.new.is_some()),
             "no tombstone for expiry"
         );
     }

@@ -4,21 +4,51 @@
 //! of sessions past retention. Must not produce to Kafka or know serdes: flushes return the
 //! written entries and the caller logs and forwards them.
 //!
-//! Semantics (Kafka Streams' `CachingSessionStore` over `InMemorySessionStore`):
+//! Semantics: Kafka Streams 4.4.0's default DSL session store, `CachingSessionStore` over
+//! `ChangeLoggingSessionBytesStore` over `RocksDBSessionStore` /
+//! `AbstractRocksDBSegmentedBytesStore` (checked against the 4.4.0 jar and
+//! `TopologyTestDriver` runs):
 //! - `put`/`remove` only stage a dirty entry (a tombstone for `remove`).
 //! - Reads merge the cache over the inner store: the cache wins, a cached tombstone hides.
+//!   Order is the composite-key order: for one key, end ascending, then start ascending
+//!   (Java's RocksDB order too: `key ‖ end ‖ start` big-endian, segments ascending; equal
+//!   to numeric order because the aggregate step never writes negative times).
 //! - `flush_with_old` drains dirty entries in dirty order; for each it reads `old` from the
-//!   inner store, then writes through. An entry with neither a new nor an old value (a
-//!   session created and removed within one cache lifetime) is neither written nor returned.
+//!   inner store (with the inner clock as it is before this entry), then writes through.
+//!   An entry with neither a new nor an old value (a session created and removed within one
+//!   cache lifetime, or whose stored copy has expired) is neither written nor returned.
 //! - An eviction flush writes through the same way and queues its entries, in order; they
 //!   are returned by [`take_evicted`](CachingSessionStore::take_evicted) and otherwise come
 //!   first in the next [`flush_with_old`](CachingSessionStore::flush_with_old).
-//! - Expiry (with a retention): the store observes the largest session end written (staged,
-//!   restored or removed). A session with `end <= observed - retention` is expired: it is
-//!   hidden from every read, never written to the inner store, and removed from it without
-//!   a tombstone. A dirty expired entry is still flushed and returned, so its last
-//!   aggregate reaches the changelog and downstream. Expiry walks an end-ordered index of
-//!   the inner store's keys, so its cost per write does not grow with the store size.
+//!
+//! Expiry (with a retention; Java's `AbstractRocksDBSegmentedBytesStore`):
+//! - The clock, [`observed_end`](CachingSessionStore::observed_end), is the largest session
+//!   end that reached the **inner** store: written through (a put or a tombstone) or
+//!   restored. Staging in the cache does not move it, so it depends on when flushes and
+//!   evictions happen, exactly as in Java.
+//! - The inner store shows a session iff `end > observed - retention` (Java's
+//!   `getActualFrom`: `end >= observed - retention + 1`, on fetches and on `get`). Java
+//!   additionally files sessions into segments of `max(retention / 2, 60 000)` ms by end and
+//!   skips a put into an expired segment; a session expired by the per-record rule but in a
+//!   live segment is stored yet never shown again (the clock only grows). kstate drops each
+//!   session the moment it expires (an end-ordered index, popped from the front: the cost
+//!   per write does not grow with the store size) and never writes an expired one. The
+//!   two are indistinguishable through every read; only the bytes held differ.
+//! - The cache is never filtered by expiry: a cached session (clean or dirty) stays visible
+//!   until the cache evicts it, as in Java, whose cache iterator has no expiry check. With
+//!   a cache large enough never to evict, a session merged by an out-of-order record is
+//!   therefore found however old it is (the aggregate step's close time still bounds
+//!   what merges are accepted).
+//! - Restore (`put_inner` / `delete_inner`) advances the clock per record and skips expired
+//!   records. Java advances it to the largest end of each restored batch first and then
+//!   skips records in expired segments; the state shown afterwards is the same.
+//!
+//! What stays timing-dependent, as in Java: whether a session is still cached (eviction
+//! order and budget), and the clock at each flush. A found-and-merged session that has
+//! already expired in the inner store gets no tombstone (its `old` reads as absent), so the
+//! changelog keeps its last value; restore then skips it as expired. The clock after a
+//! reopen is the largest end in the inner store (Java: the largest end restored since
+//! start, which may be lower when only a changelog tail is replayed).
 //!
 //! [`session_schema`]: crate::store::session_schema
 
@@ -31,7 +61,7 @@ use crate::store::bytes_store::{ByteKeyValueStore, InMemoryBytesStore};
 use crate::store::cache::{CacheBudget, CacheEntry, DirtyEntry, NamedCache};
 use crate::store::context::RecordContext;
 use crate::store::error::StoreError;
-use crate::store::session_schema::{self, belongs_to, lower_bound, upper_bound};
+use crate::store::session_schema::{self, belongs_to, write_bounds};
 
 /// One written-through dirty entry: `old` was read from the inner store before `new` was
 /// written (`None` = absent / tombstone).
@@ -60,30 +90,80 @@ pub struct StoredSession {
     pub value: Bytes,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Expiry {
+/// The store below the cache with its expiry clock (Java's segmented bytes store).
+struct Inner<S> {
+    store: S,
     retention_ms: Option<i64>,
     observed_end: Option<i64>,
+    /// `(end, key)` of every stored session, kept only with a retention.
+    by_end: BTreeSet<(i64, Bytes)>,
 }
 
-impl Expiry {
+impl<S: ByteKeyValueStore> Inner<S> {
     /// Largest expired end, if anything can be expired yet.
-    fn horizon(self) -> Option<i64> {
+    fn horizon(&self) -> Option<i64> {
         Some(self.observed_end?.saturating_sub(self.retention_ms?))
     }
 
-    fn is_expired(self, end: i64) -> bool {
+    fn is_expired(&self, end: i64) -> bool {
         self.horizon().is_some_and(|h| end <= h)
+    }
+
+    /// Advances the clock to `end` and drops every session that expired.
+    fn observe(&mut self, end: i64) -> Result<(), StoreError> {
+        if self.retention_ms.is_none() {
+            return Ok(());
+        }
+        self.observed_end = self.observed_end.max(Some(end));
+        let Some(horizon) = self.horizon() else {
+            return Ok(());
+        };
+        while self.by_end.first().is_some_and(|(e, _)| *e <= horizon) {
+            if let Some((_, key)) = self.by_end.pop_first() {
+                self.store.delete(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Value of a live session (expired ones are already gone; checked again for safety).
+    fn get(&self, key: &[u8], end: i64) -> Result<Option<Bytes>, StoreError> {
+        if self.is_expired(end) {
+            return Ok(None);
+        }
+        self.store.get(key)
+    }
+
+    /// Java's segmented `put(key, value)`: advance the clock, then store unless expired.
+    fn put(&mut self, key: Bytes, end: i64, value: Bytes) -> Result<(), StoreError> {
+        self.observe(end)?;
+        if self.is_expired(end) {
+            return Ok(());
+        }
+        if self.retention_ms.is_some() {
+            self.by_end.insert((end, key.clone()));
+        }
+        self.store.put(key, value)
+    }
+
+    /// Java's segmented `put(key, null)`: advance the clock, then delete.
+    fn delete(&mut self, key: &[u8], end: i64) -> Result<(), StoreError> {
+        self.observe(end)?;
+        if self.store.delete(key)?.is_some() && self.retention_ms.is_some() {
+            self.by_end.remove(&(end, Bytes::copy_from_slice(key)));
+        }
+        Ok(())
     }
 }
 
 /// Write-back caching session store. See the module doc for its semantics.
 pub struct CachingSessionStore<S: ByteKeyValueStore = InMemoryBytesStore> {
     cache: NamedCache,
-    inner: S,
-    expiry: Expiry,
-    by_end: BTreeSet<(i64, Bytes)>,
+    inner: Inner<S>,
     evicted: Vec<FlushedEntry>,
+    /// Reused by `find_sessions_into`: the two range bounds, and the inner store's hits.
+    bounds: Vec<u8>,
+    inner_hits: Vec<StoredSession>,
 }
 
 impl<S: ByteKeyValueStore> CachingSessionStore<S> {
@@ -91,18 +171,21 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
     pub fn new(name: impl Into<String>, budget: CacheBudget, inner: S) -> Self {
         Self {
             cache: NamedCache::new(name, budget),
-            inner,
-            expiry: Expiry {
+            inner: Inner {
+                store: inner,
                 retention_ms: None,
                 observed_end: None,
+                by_end: BTreeSet::new(),
             },
-            by_end: BTreeSet::new(),
             evicted: Vec::new(),
+            bounds: Vec::new(),
+            inner_hits: Vec::new(),
         }
     }
 
     /// Like [`new`](Self::new), expiring sessions `retention_ms` behind the largest end
-    /// written. Sessions already in `inner` are indexed (one scan) and set the observed end.
+    /// written to `inner`. Sessions already in `inner` are indexed (one scan) and set the
+    /// clock.
     pub fn with_retention(
         name: impl Into<String>,
         budget: CacheBudget,
@@ -117,20 +200,21 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             });
         }
         let mut store = Self::new(name, budget, inner);
-        store.expiry.retention_ms = Some(retention_ms);
+        store.inner.retention_ms = Some(retention_ms);
         let mut index = BTreeSet::new();
         let mut max_end = None;
         store
             .inner
+            .store
             .for_each_in(Bound::Unbounded, Bound::Unbounded, &mut |k, _| {
                 if let Ok(d) = session_schema::decode(k) {
                     index.insert((d.end, k.clone()));
                     max_end = max_end.max(Some(d.end));
                 }
             })?;
-        store.by_end = index;
+        store.inner.by_end = index;
         if let Some(end) = max_end {
-            store.observe(end)?;
+            store.inner.observe(end)?;
         }
         Ok(store)
     }
@@ -147,48 +231,49 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 
     /// The inner byte store (read-only; write through `put_inner`/`delete_inner`).
     pub fn inner(&self) -> &S {
-        &self.inner
+        &self.inner.store
     }
 
-    /// Largest session end written so far, the clock of expiry.
+    /// The expiry clock: the largest session end written to the inner store (through a
+    /// flush, an eviction or a restore). `None` before the first such write, or without a
+    /// retention.
     pub fn observed_end(&self) -> Option<i64> {
-        self.expiry.observed_end
+        self.inner.observed_end
     }
 
     /// Approximate bytes held: inner store, cache and expiry index.
     pub fn approximate_bytes(&self) -> usize {
         const INDEX_ENTRY: usize = 56;
-        self.inner.approximate_bytes() + self.cache.size_bytes() + self.by_end.len() * INDEX_ENTRY
+        self.inner.store.approximate_bytes()
+            + self.cache.size_bytes()
+            + self.inner.by_end.len() * INDEX_ENTRY
     }
 
     /// Cache-first read of one session key: a cached entry (a tombstone reads as `None`)
-    /// wins, otherwise the inner store answers. Expired sessions read as `None`.
+    /// wins whatever its age, otherwise the inner store answers (expired reads as `None`).
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
         let end = session_schema::session_end_of(key)?;
-        if self.expiry.is_expired(end) {
-            return Ok(None);
-        }
         if let Some(entry) = self.cache.get(key) {
             return Ok(entry.value.clone());
         }
-        self.inner.get(key)
+        self.inner.get(key, end)
     }
 
-    /// Merged raw range `lo <= key < hi`, key-sorted, expired sessions hidden.
+    /// Merged raw range `lo <= key < hi`, key-sorted.
     pub fn range(&self, lo: &[u8], hi: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
         self.merged(Bound::Included(lo), Bound::Excluded(hi))
     }
 
-    /// Every live session, merged and key-sorted.
+    /// Every visible session, merged and key-sorted.
     pub fn scan_all(&self) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
         self.merged(Bound::Unbounded, Bound::Unbounded)
     }
 
     /// Sessions of `key` with `end >= earliest_end` and `start <= latest_start`, merged
     /// cache over inner, in composite-key order (end ascending, then start ascending).
-    /// Sessions of keys sharing a prefix with `key` are excluded; expired ones are hidden.
+    /// Sessions of keys sharing a prefix with `key` are excluded.
     pub fn find_sessions(
-        &self,
+        &mut self,
         key: &[u8],
         earliest_end: i64,
         latest_start: i64,
@@ -198,44 +283,45 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         Ok(out)
     }
 
-    /// [`find_sessions`](Self::find_sessions) into a reused buffer (cleared first).
+    /// [`find_sessions`](Self::find_sessions) into a reused buffer (cleared first). Once
+    /// the store's scratch buffers have grown, allocates only the `Bytes` handles it returns
+    /// (reference counts, no copies).
     pub fn find_sessions_into(
-        &self,
+        &mut self,
         key: &[u8],
         earliest_end: i64,
         latest_start: i64,
         out: &mut Vec<StoredSession>,
     ) -> Result<(), StoreError> {
         out.clear();
-        let lo = lower_bound(key, earliest_end);
-        let hi = upper_bound(key);
-        let expiry = self.expiry;
+        let split = write_bounds(&mut self.bounds, key, earliest_end);
+        let (lo, hi) = self.bounds.split_at(split);
         let matching = |k: &Bytes| -> Option<(i64, i64)> {
             if !belongs_to(k, key) {
                 return None;
             }
             let d = session_schema::decode(k).ok()?;
-            let wanted =
-                d.end >= earliest_end && d.start <= latest_start && !expiry.is_expired(d.end);
-            wanted.then_some((d.start, d.end))
+            (d.end >= earliest_end && d.start <= latest_start).then_some((d.start, d.end))
         };
-        let mut inner_hits = Vec::new();
-        self.inner.for_each_in(
-            Bound::Included(&lo[..]),
-            Bound::Excluded(&hi[..]),
-            &mut |k, v| {
+        let inner_hits = &mut self.inner_hits;
+        inner_hits.clear();
+        let inner = &self.inner;
+        inner
+            .store
+            .for_each_in(Bound::Included(lo), Bound::Excluded(hi), &mut |k, v| {
                 if let Some((start, end)) = matching(k) {
-                    inner_hits.push(StoredSession {
-                        key: k.clone(),
-                        start,
-                        end,
-                        value: v.clone(),
-                    });
+                    if !inner.is_expired(end) {
+                        inner_hits.push(StoredSession {
+                            key: k.clone(),
+                            start,
+                            end,
+                            value: v.clone(),
+                        });
+                    }
                 }
-            },
-        )?;
-        let mut inner_iter = inner_hits.into_iter().peekable();
-        for (k, entry) in self.cache.range(&lo, &hi) {
+            })?;
+        let mut inner_iter = inner_hits.drain(..).peekable();
+        for (k, entry) in self.cache.range(lo, hi) {
             let Some((start, end)) = matching(k) else {
                 continue;
             };
@@ -299,13 +385,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         let dirty = self.cache.flush();
         let mut out = std::mem::take(&mut self.evicted);
         out.reserve(dirty.len());
-        write_through(
-            &mut self.inner,
-            &mut self.by_end,
-            self.expiry,
-            dirty,
-            &mut out,
-        )?;
+        write_through(&mut self.inner, dirty, &mut out)?;
         Ok(out)
     }
 
@@ -315,28 +395,21 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         std::mem::take(&mut self.evicted)
     }
 
-    /// Restore path: writes straight into the inner store, bypassing the cache. An expired
-    /// session is skipped. A clean cached copy of the key is dropped; a dirty one still wins.
+    /// Restore path: writes straight into the inner store, bypassing the cache, after
+    /// advancing the clock to the session's end. An expired session is skipped. A clean
+    /// cached copy of the key is dropped; a dirty one still wins.
     pub fn put_inner(&mut self, key: Bytes, value: Bytes) -> Result<(), StoreError> {
         let end = session_schema::session_end_of(&key)?;
-        self.observe(end)?;
         self.drop_clean(&key);
-        if self.expiry.is_expired(end) {
-            return Ok(());
-        }
-        self.inner.put(key.clone(), value)?;
-        self.by_end.insert((end, key));
-        Ok(())
+        self.inner.put(key, end, value)
     }
 
-    /// Restore path: deletes straight from the inner store, bypassing the cache.
+    /// Restore path: deletes straight from the inner store, bypassing the cache, after
+    /// advancing the clock to the session's end.
     pub fn delete_inner(&mut self, key: &[u8]) -> Result<(), StoreError> {
         let end = session_schema::session_end_of(key)?;
-        self.observe(end)?;
         self.drop_clean(key);
-        self.inner.delete(key)?;
-        self.by_end.remove(&(end, Bytes::copy_from_slice(key)));
-        Ok(())
+        self.inner.delete(key, end)
     }
 
     /// Empties the cache (dirty entries included), the inner store, the eviction queue and
@@ -344,9 +417,9 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
     pub fn clear(&mut self) -> Result<(), StoreError> {
         self.cache.clear();
         self.evicted.clear();
-        self.by_end.clear();
-        self.expiry.observed_end = None;
-        self.inner.clear()
+        self.inner.by_end.clear();
+        self.inner.observed_end = None;
+        self.inner.store.clear()
     }
 
     fn stage(
@@ -355,40 +428,20 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         value: Option<Bytes>,
         context: RecordContext,
     ) -> Result<(), StoreError> {
-        let end = session_schema::session_end_of(&key)?;
-        self.observe(end)?;
+        session_schema::session_end_of(&key)?;
         let mut failure = None;
         let Self {
             cache,
             inner,
-            by_end,
             evicted,
-            expiry,
+            ..
         } = self;
         cache.put(key, value, context, &mut |dirty: Vec<DirtyEntry>| {
             if failure.is_none() {
-                failure = write_through(inner, by_end, *expiry, dirty, evicted).err();
+                failure = write_through(inner, dirty, evicted).err();
             }
         });
         failure.map_or(Ok(()), Err)
-    }
-
-    fn observe(&mut self, end: i64) -> Result<(), StoreError> {
-        self.expiry.observed_end = self.expiry.observed_end.max(Some(end));
-        let Some(horizon) = self.expiry.horizon() else {
-            return Ok(());
-        };
-        while let Some((end, _)) = self.by_end.first() {
-            if *end > horizon {
-                break;
-            }
-            let Some((_, key)) = self.by_end.pop_first() else {
-                break;
-            };
-            self.inner.delete(&key)?;
-            self.drop_clean(&key);
-        }
-        Ok(())
     }
 
     fn drop_clean(&mut self, key: &[u8]) {
@@ -402,20 +455,15 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         lo: Bound<&[u8]>,
         hi: Bound<&[u8]>,
     ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
-        let expiry = self.expiry;
-        let live = |k: &Bytes| {
-            session_schema::session_end_of(k).map_or(true, |end| !expiry.is_expired(end))
-        };
+        let inner = &self.inner;
         let mut merged = std::collections::BTreeMap::new();
-        self.inner.for_each_in(lo, hi, &mut |k, v| {
-            if live(k) {
+        inner.store.for_each_in(lo, hi, &mut |k, v| {
+            let live = session_schema::session_end_of(k).map_or(true, |end| !inner.is_expired(end));
+            if live {
                 merged.insert(k.clone(), v.clone());
             }
         })?;
         for (k, entry) in self.cache.range_bounds(lo, hi) {
-            if !live(k) {
-                continue;
-            }
             match &entry.value {
                 Some(v) => {
                     merged.insert(k.clone(), v.clone());
@@ -429,31 +477,22 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
     }
 }
 
-/// Writes dirty entries through to `inner` in order, appending what was written to `out`.
+/// Writes dirty entries through to `inner` in order, appending what was written to `out`
+/// (Java's `CachingSessionStore.putAndMaybeForward`: read old, skip if both absent, put).
 fn write_through<S: ByteKeyValueStore>(
-    inner: &mut S,
-    by_end: &mut BTreeSet<(i64, Bytes)>,
-    expiry: Expiry,
+    inner: &mut Inner<S>,
     dirty: Vec<DirtyEntry>,
     out: &mut Vec<FlushedEntry>,
 ) -> Result<(), StoreError> {
     for (key, entry) in dirty {
-        let old = inner.get(&key)?;
+        let end = session_schema::session_end_of(&key)?;
+        let old = inner.get(&key, end)?;
         if entry.value.is_none() && old.is_none() {
             continue;
         }
-        let end = session_schema::session_end_of(&key)?;
         match &entry.value {
-            Some(v) if !expiry.is_expired(end) => {
-                inner.put(key.clone(), v.clone())?;
-                by_end.insert((end, key.clone()));
-            }
-            _ => {
-                if old.is_some() {
-                    inner.delete(&key)?;
-                    by_end.remove(&(end, key.clone()));
-                }
-            }
+            Some(v) => inner.put(key.clone(), end, v.clone())?,
+            None => inner.delete(&key, end)?,
         }
         out.push(FlushedEntry {
             key,

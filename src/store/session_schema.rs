@@ -107,6 +107,21 @@ pub fn upper_bound(key: &[u8]) -> Bytes {
     buf.freeze()
 }
 
+/// Writes [`lower_bound`]`(key, earliest_end)` followed by [`upper_bound`]`(key)` into
+/// `buf` (cleared first) without allocating once `buf` has grown, and returns the index
+/// where the upper bound starts: `(&buf[..i], &buf[i..])` are the two bounds.
+pub fn write_bounds(buf: &mut Vec<u8>, key: &[u8], earliest_end: i64) -> usize {
+    buf.clear();
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(&earliest_end.max(0).to_be_bytes());
+    buf.extend_from_slice(&0i64.to_be_bytes());
+    let split = buf.len();
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(&[0xFF; SUFFIX_LEN]);
+    buf.push(0);
+    split
+}
+
 fn to_array(slice: &[u8]) -> [u8; 8] {
     let mut out = [0u8; 8];
     out.copy_from_slice(slice);
@@ -117,6 +132,16 @@ fn to_array(slice: &[u8]) -> [u8; 8] {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn write_bounds_equals_the_allocating_bounds() {
+        let mut buf = Vec::new();
+        for (key, end) in [(&b"ab"[..], 7i64), (b"", -3), (b"longer key", i64::MAX)] {
+            let split = write_bounds(&mut buf, key, end);
+            assert_eq!(&buf[..split], &lower_bound(key, end)[..]);
+            assert_eq!(&buf[split..], &upper_bound(key)[..]);
+        }
+    }
 
     #[test]
     fn layout_is_key_then_end_then_start_big_endian() {

@@ -1,6 +1,11 @@
 //! Random record streams through the aggregate step against a naive re-implementation of
 //! DESIGN §4 (sessions in a `BTreeMap`, linear scans), with merges, late records,
 //! out-of-order timestamps, skips, expiry and caches of every size.
+//!
+//! Which stored sessions a lookup sees follows Java's store (see `CachingSessionStore`):
+//! a session is visible iff it is cached or its end is past the inner store's clock minus
+//! retention. The model asks the store which sessions are cached and what the clock is
+//! (both are checked against their own model in the store's tests) and decides the rest.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,16 +48,34 @@ struct Model {
     retention: i64,
     sessions: BTreeMap<SessionKey, i64>,
     stream_time: Option<i64>,
-    store_clock: Option<i64>,
     metrics: AggregateMetrics,
 }
 
-impl Model {
-    fn live(&self, end: i64) -> bool {
-        self.store_clock.is_none_or(|c| end > c - self.retention)
-    }
+type Store = SessionStore<String, i64, StringSerde, LongSerde>;
 
-    fn process(&mut self, key: Option<&str>, t: i64, value: i64) {
+/// Java's visibility of a stored session: cached, or not yet expired in the inner store.
+fn visible(store: &Store, retention: i64, (key, end, start): &SessionKey) -> bool {
+    let raw = session_schema::session_key(key.as_bytes(), *start, *end);
+    let cached = store
+        .bytes()
+        .cache()
+        .peek(&raw)
+        .is_some_and(|e| e.value.is_some());
+    cached
+        || store
+            .bytes()
+            .observed_end()
+            .is_none_or(|c| *end > c - retention)
+}
+
+impl Model {
+    fn process(
+        &mut self,
+        key: Option<&str>,
+        t: i64,
+        value: i64,
+        visible: impl Fn(&SessionKey) -> bool,
+    ) {
         let Some(key) = key else {
             self.metrics.skipped_null_key += 1;
             return;
@@ -67,9 +90,8 @@ impl Model {
         let found: Vec<SessionKey> = self
             .sessions
             .keys()
-            .filter(|(k, end, start)| {
-                k == key && *end >= t - self.gap && *start <= t + self.gap && self.live(*end)
-            })
+            .filter(|(k, end, start)| k == key && *end >= t - self.gap && *start <= t + self.gap)
+            .filter(|s| visible(s))
             .cloned()
             .collect();
         let start = found.iter().map(|f| f.2).chain([t]).min().unwrap_or(t);
@@ -84,14 +106,13 @@ impl Model {
             self.sessions.remove(f);
         }
         self.sessions.insert((key.to_string(), end, start), agg);
-        self.store_clock = self.store_clock.max(Some(end));
         self.metrics.processed += 1;
     }
 
-    fn live_sessions(&self) -> BTreeMap<SessionKey, i64> {
+    fn visible_sessions(&self, visible: impl Fn(&SessionKey) -> bool) -> BTreeMap<SessionKey, i64> {
         self.sessions
             .iter()
-            .filter(|((_, end, _), _)| self.live(*end))
+            .filter(|(k, _)| visible(k))
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     }
@@ -124,7 +145,7 @@ proptest! {
             Duration::from_millis(grace),
             retention,
         ).expect("windows");
-        let mut store: SessionStore<String, i64, StringSerde, LongSerde> =
+        let mut store: Store =
             SessionStore::for_windows(
                 "sums",
                 CacheBudget::new(budget),
@@ -140,7 +161,6 @@ proptest! {
             retention: windows.retention_ms(),
             sessions: BTreeMap::new(),
             stream_time: None,
-            store_clock: None,
             metrics: AggregateMetrics::default(),
         };
         let mut replica = BTreeMap::new();
@@ -149,8 +169,11 @@ proptest! {
                 Op::Record { key, t, value } => {
                     let k = key.map(|i| KEYS[i].to_string());
                     let ctx = RecordContext::new("in", 0, offset as i64, *t);
+                    let retention = model.retention;
+                    model.process(key.map(|i| KEYS[i]), *t, *value, |s| {
+                        visible(&store, retention, s)
+                    });
                     step.process(&mut store, k.as_ref(), value, ctx).expect("process");
-                    model.process(key.map(|i| KEYS[i]), *t, *value);
                 }
                 Op::Flush => replay(&mut replica, store.flush().expect("flush")),
             }
@@ -159,17 +182,26 @@ proptest! {
         prop_assert_eq!(step.metrics(), model.metrics);
         prop_assert_eq!(step.stream_time(), model.stream_time);
 
-        let mut actual = BTreeMap::new();
-        for (k, v) in store.bytes().scan_all().expect("scan") {
-            let d = session_schema::decode(&k).expect("session key");
-            let key = String::from_utf8(d.key.to_vec()).expect("utf8 key");
-            actual.insert((key, d.end, d.start), LongSerde.deserialize(&v).expect("i64"));
+        let stored = |store: &Store| -> BTreeMap<SessionKey, i64> {
+            let mut out = BTreeMap::new();
+            for (k, v) in store.bytes().scan_all().expect("scan") {
+                let d = session_schema::decode(&k).expect("session key");
+                let key = String::from_utf8(d.key.to_vec()).expect("utf8 key");
+                out.insert((key, d.end, d.start), LongSerde.deserialize(&v).expect("i64"));
+            }
+            out
+        };
+        // Before the last flush (dirty entries visible) and after it (the flush moves the
+        // inner clock, so visibility is evaluated again).
+        let actual = stored(&store);
+        prop_assert_eq!(&actual, &model.visible_sessions(|s| visible(&store, model.retention, s)));
+        if budget == usize::MAX {
+            prop_assert_eq!(&actual, &model.sessions, "an unbounded cache hides nothing");
         }
-        let want = model.live_sessions();
-        prop_assert_eq!(&actual, &want);
-
         replay(&mut replica, store.flush().expect("flush"));
-        replica.retain(|(_, end, _), _| model.live(*end));
-        prop_assert_eq!(&replica, &want, "the changelog stream rebuilds the live sessions");
+        let want = model.visible_sessions(|s| visible(&store, model.retention, s));
+        prop_assert_eq!(&stored(&store), &want);
+        replica.retain(|s, _| visible(&store, model.retention, s));
+        prop_assert_eq!(&replica, &want, "the changelog stream rebuilds the visible sessions");
     }
 }

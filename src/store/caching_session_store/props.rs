@@ -1,5 +1,6 @@
 //! Model tests: random operation sequences on `CachingSessionStore` against a naive model
-//! (a `BTreeMap` for the inner store plus an ordered dirty list).
+//! (a `BTreeMap` for the inner store with Java's expiry clock, clean cached values and an
+//! ordered dirty list).
 
 use std::collections::BTreeMap;
 
@@ -78,10 +79,13 @@ fn sk(key: usize, start: i64, len: i64) -> Bytes {
     session_key(KEYS[key], start, start + len)
 }
 
-/// The naive model: inner map, dirty entries in dirty order, expiry clock.
+/// The naive model: inner map with Java's expiry clock (advanced only by writes that reach
+/// it), clean cached values (an unbounded cache keeps every flushed value), dirty entries
+/// in dirty order.
 #[derive(Default)]
 struct Model {
     inner: BTreeMap<Bytes, Bytes>,
+    clean: BTreeMap<Bytes, Bytes>,
     dirty: Vec<(Bytes, Option<Bytes>, RecordContext)>,
     retention: Option<i64>,
     observed: Option<i64>,
@@ -96,7 +100,11 @@ impl Model {
         }
     }
 
+    /// Advances the inner clock and drops whatever expired from the inner map only.
     fn observe(&mut self, key: &[u8]) {
+        if self.retention.is_none() {
+            return;
+        }
         let end = session_schema::session_end_of(key).expect("model keys are session keys");
         self.observed = self.observed.max(Some(end));
         let expired: Vec<Bytes> = self
@@ -111,30 +119,44 @@ impl Model {
     }
 
     fn stage(&mut self, key: Bytes, value: Option<Bytes>, ctx: RecordContext) {
-        self.observe(&key);
+        self.clean.remove(&key);
         self.dirty.retain(|(k, _, _)| *k != key);
         self.dirty.push((key, value, ctx));
     }
 
+    /// Inner sessions that have not expired, overlaid by the cache (never filtered).
     fn view(&self) -> BTreeMap<Bytes, Bytes> {
-        let mut view = self.inner.clone();
+        let mut view: BTreeMap<Bytes, Bytes> = self
+            .inner
+            .iter()
+            .filter(|(k, _)| !self.expired(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        view.extend(self.clean.iter().map(|(k, v)| (k.clone(), v.clone())));
         for (k, v, _) in &self.dirty {
             match v {
                 Some(v) => view.insert(k.clone(), v.clone()),
                 None => view.remove(k),
             };
         }
-        view.retain(|k, _| !self.expired(k));
         view
     }
 
     fn flush(&mut self) -> Vec<FlushedEntry> {
         let mut out = Vec::new();
         for (key, new, context) in std::mem::take(&mut self.dirty) {
-            let old = self.inner.get(&key).cloned();
+            let old = self
+                .inner
+                .get(&key)
+                .filter(|_| !self.expired(&key))
+                .cloned();
+            if let Some(v) = &new {
+                self.clean.insert(key.clone(), v.clone());
+            }
             if new.is_none() && old.is_none() {
                 continue;
             }
+            self.observe(&key);
             match &new {
                 Some(v) if !self.expired(&key) => self.inner.insert(key.clone(), v.clone()),
                 _ => self.inner.remove(&key),
@@ -147,6 +169,20 @@ impl Model {
             });
         }
         out
+    }
+
+    fn put_inner(&mut self, key: Bytes, value: Bytes) {
+        self.clean.remove(&key);
+        self.observe(&key);
+        if !self.expired(&key) {
+            self.inner.insert(key, value);
+        }
+    }
+
+    fn delete_inner(&mut self, key: &Bytes) {
+        self.clean.remove(key);
+        self.observe(key);
+        self.inner.remove(key);
     }
 }
 
@@ -238,16 +274,12 @@ fn run(
                 let k = sk(key, start, len);
                 let v = Bytes::from(vec![value]);
                 store.put_inner(k.clone(), v.clone()).expect("put_inner");
-                model.observe(&k);
-                if !model.expired(&k) {
-                    model.inner.insert(k, v);
-                }
+                model.put_inner(k, v);
             }
             Op::DeleteInner { key, start, len } => {
                 let k = sk(key, start, len);
                 store.delete_inner(&k).expect("delete_inner");
-                model.observe(&k);
-                model.inner.remove(&k);
+                model.delete_inner(&k);
             }
         }
         stream.extend(store.take_evicted());
@@ -283,6 +315,7 @@ proptest! {
         let last = store.flush_with_old().expect("flush");
         prop_assert_eq!(last, model.flush());
         prop_assert_eq!(inner_map(&store), model.inner.clone());
+        prop_assert_eq!(store.observed_end(), model.observed);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Unit tests of `CachingSessionStore`: the seed's cases as behaviour, plus flush order,
-//! the create-and-remove skip, eviction write-through and retention expiry.
+//! the create-and-remove skip, eviction write-through and retention expiry (Java's
+//! segmented-store clock: inner writes only, cache never filtered).
 
 use super::*;
 use crate::store::session_schema::session_key;
@@ -332,59 +333,101 @@ fn evicted_entries_come_first_in_the_next_flush() {
     assert_eq!(s.inner().len(), 5);
 }
 
-#[test]
-fn expired_sessions_are_hidden_and_swept_without_tombstones() {
-    let mut s = CachingSessionStore::with_retention(
+fn with_retention(budget: usize, retention: i64) -> CachingSessionStore {
+    CachingSessionStore::with_retention(
         "s",
-        CacheBudget::new(usize::MAX),
+        CacheBudget::new(budget),
         InMemoryBytesStore::new(),
-        10,
+        retention,
     )
-    .unwrap();
-    let old = session_key(b"k", 0, 5);
-    s.put(old.clone(), b(b"old"), ctx()).unwrap();
-    s.flush_with_old().unwrap();
-    s.put(session_key(b"k", 14, 14), b(b"x"), ctx()).unwrap();
-    assert_eq!(
-        s.find_sessions(b"k", 0, 100).unwrap().len(),
-        2,
-        "5 > 14 - 10: still live"
-    );
-    s.put(session_key(b"z", 15, 15), b(b"y"), ctx()).unwrap();
-    assert_eq!(s.observed_end(), Some(15));
-    let found = triples(s.find_sessions(b"k", 0, 100).unwrap());
-    assert_eq!(found, vec![(14, 14, b(b"x"))], "5 <= 15 - 10: expired");
-    assert_eq!(s.get(&old).unwrap(), None);
-    assert_eq!(
-        s.inner().get(&old).unwrap(),
-        None,
-        "swept from the inner store"
-    );
-    let flushed = s.flush_with_old().unwrap();
-    assert!(
-        flushed.iter().all(|f| f.key != old),
-        "no tombstone for an expired session"
-    );
+    .unwrap()
 }
 
 #[test]
-fn dirty_expired_session_is_still_flushed_but_not_stored() {
-    let mut s = CachingSessionStore::with_retention(
-        "s",
-        CacheBudget::new(usize::MAX),
-        InMemoryBytesStore::new(),
-        10,
-    )
-    .unwrap();
-    let early = session_key(b"k", 0, 5);
-    s.put(early.clone(), b(b"final"), ctx()).unwrap();
+fn clock_moves_only_when_the_inner_store_is_written() {
+    let mut s = with_retention(usize::MAX, 10);
+    s.put(session_key(b"k", 0, 5), b(b"old"), ctx()).unwrap();
+    s.put(session_key(b"z", 100, 100), b(b"y"), ctx()).unwrap();
+    assert_eq!(s.observed_end(), None, "staging does not move the clock");
+    assert_eq!(s.find_sessions(b"k", 0, 1000).unwrap().len(), 1);
+    s.flush_with_old().unwrap();
+    assert_eq!(s.observed_end(), Some(100));
+}
+
+#[test]
+fn expired_sessions_leave_the_inner_store_but_cached_ones_stay_visible() {
+    let mut s = with_retention(usize::MAX, 10);
+    let old = session_key(b"k", 0, 5);
+    s.put(old.clone(), b(b"old"), ctx()).unwrap();
+    s.flush_with_old().unwrap();
+    s.put(session_key(b"z", 15, 15), b(b"y"), ctx()).unwrap();
+    s.flush_with_old().unwrap();
+    assert_eq!(s.observed_end(), Some(15));
+    assert_eq!(
+        s.inner().get(&old).unwrap(),
+        None,
+        "5 <= 15 - 10: dropped from the inner store"
+    );
+    assert_eq!(
+        triples(s.find_sessions(b"k", 0, 100).unwrap()),
+        vec![(0, 5, b(b"old"))],
+        "the clean cached copy is still found (Java's cache iterator has no expiry check)"
+    );
+    assert_eq!(s.get(&old).unwrap(), Some(b(b"old")));
+    s.remove(old.clone(), ctx()).unwrap();
+    let flushed = s.flush_with_old().unwrap();
+    assert!(
+        flushed.is_empty(),
+        "no tombstone: the inner store no longer holds it (old and new both absent)"
+    );
+    assert!(s.find_sessions(b"k", 0, 100).unwrap().is_empty());
+}
+
+#[test]
+fn uncached_sessions_are_hidden_by_the_inner_clock() {
+    let mut s = with_retention(0, 10);
+    let old = session_key(b"k", 0, 5);
+    s.put(old.clone(), b(b"old"), ctx()).unwrap();
+    assert_eq!(
+        s.take_evicted().len(),
+        1,
+        "budget 0: written through at once"
+    );
+    s.put(session_key(b"z", 14, 14), b(b"y"), ctx()).unwrap();
+    assert_eq!(
+        s.find_sessions(b"k", 0, 100).unwrap().len(),
+        1,
+        "5 > 14 - 10"
+    );
+    s.put(session_key(b"z", 15, 15), b(b"y"), ctx()).unwrap();
+    assert!(
+        s.find_sessions(b"k", 0, 100).unwrap().is_empty(),
+        "5 <= 15 - 10"
+    );
+    assert_eq!(s.get(&old).unwrap(), None);
+}
+
+#[test]
+fn dirty_session_expired_at_write_through_is_flushed_but_not_stored() {
+    let mut s = with_retention(usize::MAX, 10);
     s.put(session_key(b"k", 100, 100), b(b"late"), ctx())
         .unwrap();
-    assert_eq!(s.find_sessions(b"k", 0, 1000).unwrap().len(), 1);
+    let early = session_key(b"k", 0, 5);
+    s.put(early.clone(), b(b"final"), ctx()).unwrap();
+    assert_eq!(
+        s.find_sessions(b"k", 0, 1000).unwrap().len(),
+        2,
+        "dirty entries are never hidden"
+    );
     let flushed = s.flush_with_old().unwrap();
-    assert_eq!(flushed[0].key, early);
-    assert_eq!(flushed[0].new, Some(b(b"final")));
-    assert_eq!(s.inner().get(&early).unwrap(), None);
+    assert_eq!(flushed.len(), 2);
+    assert_eq!(flushed[1].key, early);
+    assert_eq!(
+        flushed[1].new,
+        Some(b(b"final")),
+        "still logged and forwarded"
+    );
+    assert_eq!(s.inner().get(&early).unwrap(), None, "Java skips the put");
     assert_eq!(s.inner().len(), 1);
 }
 
@@ -413,6 +456,13 @@ fn restore_skips_expired_and_reopen_indexes_existing_sessions() {
         1,
         "the indexed session at 50 was swept"
     );
+    reopened.delete_inner(&session_key(b"x", 200, 200)).unwrap();
+    assert_eq!(
+        reopened.observed_end(),
+        Some(200),
+        "a restored tombstone moves it too"
+    );
+    assert!(reopened.inner().is_empty());
     assert!(CachingSessionStore::with_retention(
         "s",
         CacheBudget::new(1),
