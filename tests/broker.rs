@@ -95,7 +95,12 @@ async fn records_round_trip_per_partition_in_order() -> anyhow::Result<()> {
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()?;
-    let base_ts = 1_700_000_000_000i64;
+    // Timestamps an hour back: older ones would fall to the topic's 7-day time retention,
+    // which may delete (and roll away) the whole log between producing and reading.
+    let base_ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64
+        - 3_600_000;
     let mut deliveries = Vec::with_capacity(RECORDS as usize);
     for i in 0..RECORDS {
         let key = format!("k{i}");
