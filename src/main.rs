@@ -5,13 +5,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use kstate::runtime::{count_factory, run, InputErrorPolicy, RuntimeConfig};
-use kstate::session::SessionWindows;
-use kstate::worker::{process_id, DeserializationPolicy, ProcessingGuarantee, WorkerConfig};
+use kstate::runtime::{count_factory, run};
+use kstate::worker::WorkerConfig;
 use tracing::{error, info, warn};
 
 /// Session-window counts per key, kept in a changelog-backed store that moves between
@@ -57,30 +55,6 @@ async fn shutdown_signal() {
     });
 }
 
-fn runtime_config(c: &WorkerConfig) -> anyhow::Result<RuntimeConfig> {
-    Ok(RuntimeConfig {
-        application_id: c.application_id.clone(),
-        bootstrap: c.bootstrap_servers.clone(),
-        input_topic: c.input_topic.clone(),
-        output_topic: c.output_topic.clone(),
-        store_name: c.store_name.clone(),
-        store_retention: c.retention,
-        commit_interval: c.commit_interval,
-        cache_max_bytes: c.cache_max_bytes,
-        exactly_once: c.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2,
-        process_id: process_id(&c.state_dir, &c.application_id)
-            .with_context(|| format!("state.dir {}", c.state_dir.display()))?,
-        member_id: uuid::Uuid::new_v4().to_string(),
-        input_errors: match c.deserialization_policy {
-            DeserializationPolicy::LogAndFail => InputErrorPolicy::Fail,
-            DeserializationPolicy::LogAndContinue => InputErrorPolicy::Continue,
-        },
-        restore_skip_corrupt: c.restore_skip_corrupt,
-        kafka: c.kafka.clone(),
-        leave_timeout: Duration::from_secs(10),
-    })
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -117,9 +91,10 @@ async fn work(config: WorkerConfig) -> anyhow::Result<()> {
             .with_context(|| format!("starting the metrics endpoint on {addr} (metrics.addr)"))?;
         info!(%addr, "Prometheus metrics at http://{addr}/metrics");
     }
-    let windows = SessionWindows::new(config.inactivity_gap, config.grace, Some(config.retention))
-        .context("session windows")?;
-    let runtime = runtime_config(&config)?;
+    let windows = config.windows().context("session windows")?;
+    let runtime = config
+        .runtime_config()
+        .with_context(|| format!("state.dir {}", config.state_dir.display()))?;
     run(runtime, Arc::new(count_factory(windows)), shutdown_signal()).await?;
     Ok(())
 }

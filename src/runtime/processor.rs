@@ -263,3 +263,92 @@ pub fn sum_factory(windows: SessionWindows) -> impl ProcessorFactory {
         windows, LongSerde, LongSerde, Sum, Sum, Sum,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn windows() -> SessionWindows {
+        SessionWindows::new(Duration::from_millis(10), Duration::from_millis(100), None)
+            .expect("valid windows")
+    }
+
+    fn ctx(offset: i64, timestamp: i64) -> RecordContext {
+        RecordContext::new("in", 0, offset, timestamp)
+    }
+
+    fn last_values(records: &[OutputRecord]) -> std::collections::BTreeMap<Bytes, Option<Bytes>> {
+        records
+            .iter()
+            .map(|r| (r.key.clone(), r.value.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn count_merges_sessions_and_flushes_put_before_tombstones() {
+        let mut p = count_factory(windows())
+            .create("counts", CacheBudget::new(1 << 20))
+            .unwrap();
+        // 100 and 115 are more than a gap apart; 108 bridges them into one session.
+        for (offset, t) in [(0, 100), (1, 115), (2, 108)] {
+            p.process(Some(b"k"), Some(b"ignored"), ctx(offset, t))
+                .unwrap();
+        }
+        let flushed = p.flush().unwrap();
+        let view = last_values(&flushed);
+        let merged = crate::store::session_schema::session_key(b"k", 100, 115);
+        assert_eq!(
+            view.get(&merged),
+            Some(&Some(Bytes::from(3i64.to_be_bytes().to_vec())))
+        );
+        assert_eq!(
+            view.len(),
+            1,
+            "sessions created and merged away between flushes emit nothing"
+        );
+        assert_eq!(
+            flushed[0].output_timestamp, 115,
+            "output stamped with the session end"
+        );
+        assert_eq!(
+            flushed[0].changelog_timestamp, 108,
+            "changelog stamped with the last record"
+        );
+        assert_eq!(flushed[0].inner_key(), b"k");
+    }
+
+    #[test]
+    fn sum_adds_values_and_names_an_undeserializable_record() {
+        let mut p = sum_factory(windows())
+            .create("sums", CacheBudget::new(1 << 20))
+            .unwrap();
+        p.process(Some(b"k"), Some(&5i64.to_be_bytes()), ctx(0, 100))
+            .unwrap();
+        p.process(Some(b"k"), Some(&7i64.to_be_bytes()), ctx(1, 105))
+            .unwrap();
+        match p.process(Some(b"k"), Some(b"oops"), ctx(2, 106)) {
+            Err(ProcessError::Input(e)) => {
+                assert_eq!((e.topic.as_str(), e.partition, e.offset), ("in", 0, 2));
+            }
+            other => panic!("expected an input error, got {other:?}"),
+        }
+        let flushed = p.flush().unwrap();
+        let key = crate::store::session_schema::session_key(b"k", 100, 105);
+        assert_eq!(
+            last_values(&flushed).get(&key),
+            Some(&Some(Bytes::from(12i64.to_be_bytes().to_vec())))
+        );
+    }
+
+    #[test]
+    fn malformed_utf8_keys_are_replaced_as_java_does() {
+        let mut p = count_factory(windows())
+            .create("counts", CacheBudget::new(1 << 20))
+            .unwrap();
+        p.process(Some(&[0x66, 0xff, 0x6f]), None, ctx(0, 100))
+            .unwrap();
+        let flushed = p.flush().unwrap();
+        assert_eq!(flushed[0].inner_key(), "f\u{fffd}o".as_bytes());
+    }
+}

@@ -155,6 +155,37 @@ fn topic(key: &str, value: &str) -> Result<String, ConfigError> {
 }
 
 impl WorkerConfig {
+    /// The runtime settings of this configuration, with the process id kept in `state.dir`
+    /// and a fresh member id.
+    pub fn runtime_config(&self) -> std::io::Result<crate::runtime::RuntimeConfig> {
+        use crate::runtime::{InputErrorPolicy, RuntimeConfig};
+        Ok(RuntimeConfig {
+            application_id: self.application_id.clone(),
+            bootstrap: self.bootstrap_servers.clone(),
+            input_topic: self.input_topic.clone(),
+            output_topic: self.output_topic.clone(),
+            store_name: self.store_name.clone(),
+            store_retention: self.retention,
+            commit_interval: self.commit_interval,
+            cache_max_bytes: self.cache_max_bytes,
+            exactly_once: self.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2,
+            process_id: super::process_id(&self.state_dir, &self.application_id)?,
+            member_id: uuid::Uuid::new_v4().to_string(),
+            input_errors: match self.deserialization_policy {
+                DeserializationPolicy::LogAndFail => InputErrorPolicy::Fail,
+                DeserializationPolicy::LogAndContinue => InputErrorPolicy::Continue,
+            },
+            restore_skip_corrupt: self.restore_skip_corrupt,
+            kafka: self.kafka.clone(),
+            leave_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// The session windows of this configuration.
+    pub fn windows(&self) -> Result<crate::session::SessionWindows, crate::session::SessionError> {
+        crate::session::SessionWindows::new(self.inactivity_gap, self.grace, Some(self.retention))
+    }
+
     /// Reads `path` (if given), then applies `overrides` (`key=value`, later ones win).
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
         let mut values = BTreeMap::new();
