@@ -3,8 +3,10 @@
 //! offsets committed → checkpoint). Owns the order of those steps; does no wire encoding
 //! (protocol) and no session-window arithmetic (session).
 
+mod commit;
 mod eos;
 mod error;
+mod lifecycle;
 pub mod metrics;
 pub mod offsets;
 pub mod partitioner;

@@ -1,0 +1,199 @@
+//! The commit cycle: flush every task's cache, produce to the changelog and the output, wait
+//! for every acknowledgement, then commit the input offsets with the member id and epoch (or
+//! commit the transaction holding all of it); and the clean shutdown built on it. A commit
+//! the group refuses because the tasks moved loses the tasks instead of failing the worker.
+
+use std::time::Instant;
+
+use rdkafka::consumer::StreamConsumer;
+use tracing::{debug, info, warn};
+
+use super::error::RuntimeError;
+use super::metrics;
+use super::offsets::{OffsetCommitter, OffsetsError};
+use super::partitioner::windowed_partition;
+use super::processor::OutputRecord;
+use super::run::Runtime;
+use crate::changelog::TrackedProducer;
+
+/// Broker error codes of an offset commit that mean "these tasks are no longer yours".
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const ILLEGAL_GENERATION: i16 = 22;
+const FENCED_MEMBER_EPOCH: i16 = 110;
+const STALE_MEMBER_EPOCH: i16 = 113;
+
+impl Runtime {
+    /// Commits; a commit the group refuses because the tasks moved loses them instead.
+    pub(super) async fn commit_or_lose(
+        &mut self,
+        consumer: &StreamConsumer,
+        reason: &str,
+    ) -> Result<(), RuntimeError> {
+        match self.commit(reason).await {
+            Err(RuntimeError::Offsets { source })
+                if matches!(
+                    *source,
+                    OffsetsError::CommitRefused {
+                        code: UNKNOWN_MEMBER_ID
+                            | ILLEGAL_GENERATION
+                            | FENCED_MEMBER_EPOCH
+                            | STALE_MEMBER_EPOCH,
+                        ..
+                    }
+                ) =>
+            {
+                warn!(error = %source, "the group refused the offset commit: tasks migrated, closing them dirty");
+                self.lose_all(consumer);
+                Ok(())
+            }
+            Err(RuntimeError::Transaction {
+                abortable: true,
+                message,
+                ..
+            }) => {
+                warn!(%message, "transaction failed: aborting it and closing the tasks dirty");
+                self.lose_all(consumer);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// The commit cycle of every task.
+    async fn commit(&mut self, reason: &str) -> Result<(), RuntimeError> {
+        if self.tasks.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut produced = 0u64;
+        for task in self.tasks.values_mut() {
+            let records = task.flush().map_err(|source| RuntimeError::Process {
+                task: task.name.clone(),
+                source: Box::new(source),
+            })?;
+            if records.is_empty() {
+                continue;
+            }
+            if let Some(txn) = self.txn.as_mut() {
+                txn.begin()?;
+            }
+            produced += records.len() as u64;
+            task.send_changelog(&records)
+                .await
+                .map_err(|source| RuntimeError::Changelog {
+                    task: task.name.clone(),
+                    source: Box::new(source),
+                })?;
+            send_output(
+                &mut self.output,
+                &self.config.output_topic,
+                self.output_partitions,
+                &records,
+            )
+            .await?;
+        }
+        for task in self.tasks.values_mut() {
+            task.flush_changelog()
+                .await
+                .map_err(|source| RuntimeError::Changelog {
+                    task: task.name.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        self.output
+            .flush()
+            .await
+            .map_err(|source| RuntimeError::Output {
+                topic: self.config.output_topic.clone(),
+                source: Box::new(source),
+            })?;
+        let offsets: Vec<(String, i32, i64)> = self
+            .tasks
+            .values()
+            .filter_map(|t| {
+                t.offset_to_commit()
+                    .map(|o| (self.config.input_topic.clone(), t.partition(), o))
+            })
+            .collect();
+        let (member_id, epoch) = self.driver.member();
+        match self.txn.as_mut() {
+            Some(txn) => txn.commit(&offsets, &member_id, epoch)?,
+            None if !offsets.is_empty() => self
+                .offsets
+                .commit(&member_id, epoch, &offsets)
+                .await
+                .map_err(|source| RuntimeError::Offsets {
+                source: Box::new(source),
+            })?,
+            None => {}
+        }
+        for (_, p, o) in &offsets {
+            if let Some(t) = self.tasks.get_mut(p) {
+                t.committed(*o);
+            }
+        }
+        let elapsed = started.elapsed();
+        metrics::commit_latency(elapsed.as_secs_f64());
+        metrics::produced("changelog", produced);
+        metrics::produced("output", produced);
+        let mut cache = crate::store::CacheMetrics::default();
+        for t in self.tasks.values_mut() {
+            let m = t.cache_metrics();
+            cache.hits += m.hits;
+            cache.misses += m.misses;
+            cache.evictions += m.evictions;
+        }
+        metrics::cache(cache);
+        debug!(
+            reason,
+            produced,
+            offsets = offsets.len(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "committed"
+        );
+        Ok(())
+    }
+
+    pub(super) async fn shutdown(mut self, consumer: &StreamConsumer) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        info!(
+            tasks = self.tasks.len(),
+            "shutting down: committing and closing every task"
+        );
+        self.commit_or_lose(consumer, "shutdown").await?;
+        let all: Vec<i32> = self.tasks.keys().copied().collect();
+        self.close(consumer, &all, true);
+        let left = self.driver.leave(self.config.leave_timeout).await;
+        info!(
+            ?left,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "left the streams group; shutdown complete"
+        );
+        Ok(())
+    }
+}
+
+pub(super) async fn send_output(
+    output: &mut TrackedProducer,
+    topic: &str,
+    partitions: i32,
+    records: &[OutputRecord],
+) -> Result<(), RuntimeError> {
+    for r in records {
+        let partition = windowed_partition(r.inner_key(), partitions);
+        output
+            .send(
+                topic,
+                partition,
+                &r.key,
+                r.value.as_deref(),
+                r.output_timestamp,
+            )
+            .await
+            .map_err(|source| RuntimeError::Output {
+                topic: topic.to_string(),
+                source: Box::new(source),
+            })?;
+    }
+    Ok(())
+}

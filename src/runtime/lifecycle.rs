@@ -1,0 +1,186 @@
+//! Task lifecycles driven by membership events: assigned tasks are created (or taken back
+//! from the dormant ones kept after a clean close), restored from their changelog on a
+//! blocking thread while heartbeats go on, then their input partitions are assigned at the
+//! committed offsets; revoked tasks are closed cleanly, lost ones dirty.
+
+use std::collections::BTreeSet;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::error::RuntimeError;
+use super::metrics;
+use super::offsets::OffsetCommitter;
+use super::run::Runtime;
+use super::task::Task;
+use crate::changelog::{CorruptRecordPolicy, RestoreOptions, Restorer};
+use crate::membership::TaskId;
+
+impl Runtime {
+    pub(super) async fn on_assigned(
+        &mut self,
+        consumer: &StreamConsumer,
+        active: BTreeSet<TaskId>,
+    ) -> Result<(), RuntimeError> {
+        let wanted: BTreeSet<i32> = active
+            .iter()
+            .filter(|t| t.subtopology == "0")
+            .map(|t| t.partition)
+            .collect();
+        let gone: Vec<i32> = self
+            .tasks
+            .keys()
+            .filter(|p| !wanted.contains(p))
+            .copied()
+            .collect();
+        if !gone.is_empty() {
+            self.commit_or_lose(consumer, "reassignment").await?;
+            self.close(consumer, &gone, true);
+        }
+        let new: Vec<i32> = wanted
+            .into_iter()
+            .filter(|p| !self.tasks.contains_key(p))
+            .collect();
+        if new.is_empty() {
+            metrics::assigned_tasks(self.tasks.len());
+            return Ok(());
+        }
+        let mut created = Vec::with_capacity(new.len());
+        for p in &new {
+            let task = match self.dormant.remove(p) {
+                Some(task) => task,
+                None => self.create_task(*p)?,
+            };
+            created.push(task);
+        }
+        let created = self.restore(created).await?;
+        let partitions: Vec<(String, i32)> = created
+            .iter()
+            .map(|t| (self.config.input_topic.clone(), t.partition()))
+            .collect();
+        let committed =
+            self.offsets
+                .fetch(&partitions)
+                .await
+                .map_err(|source| RuntimeError::Offsets {
+                    source: Box::new(source),
+                })?;
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, p), c) in partitions.iter().zip(&committed) {
+            let offset = c.map_or(Offset::Beginning, Offset::Offset);
+            tpl.add_partition_offset(topic, *p, offset)
+                .map_err(|source| RuntimeError::Consume {
+                    topic: topic.clone(),
+                    source,
+                })?;
+        }
+        consumer
+            .incremental_assign(&tpl)
+            .map_err(|source| RuntimeError::Consume {
+                topic: self.config.input_topic.clone(),
+                source,
+            })?;
+        for (mut task, c) in created.into_iter().zip(committed) {
+            if let Some(c) = c {
+                task.committed(c);
+            }
+            info!(task = %task.name, committed = ?c, "task running");
+            self.tasks.insert(task.partition(), task);
+        }
+        metrics::assigned_tasks(self.tasks.len());
+        Ok(())
+    }
+
+    fn create_task(&self, partition: i32) -> Result<Task, RuntimeError> {
+        let id = TaskId {
+            subtopology: "0".into(),
+            partition,
+        };
+        let processor = self
+            .factory
+            .create(&self.config.store_name, self.budget.clone())
+            .map_err(|source| RuntimeError::Process {
+                task: id.to_string(),
+                source: Box::new(source),
+            })?;
+        Ok(Task::new(
+            id,
+            self.input_topic.clone(),
+            processor,
+            self.producer.clone(),
+            self.changelog_topic.clone(),
+            None,
+        ))
+    }
+
+    /// Restores new tasks on a blocking thread; heartbeats go on meanwhile.
+    async fn restore(&self, mut tasks: Vec<Task>) -> Result<Vec<Task>, RuntimeError> {
+        let options = RestoreOptions {
+            corrupt_records: if self.config.restore_skip_corrupt {
+                CorruptRecordPolicy::Skip
+            } else {
+                CorruptRecordPolicy::Fail
+            },
+            read_committed: self.config.exactly_once,
+            consumer_config: self.config.kafka.clone(),
+            ..RestoreOptions::default()
+        };
+        let bootstrap = self.config.bootstrap.clone();
+        tokio::task::spawn_blocking(move || {
+            let restorer =
+                Restorer::new(&bootstrap, options).map_err(|source| RuntimeError::Changelog {
+                    task: "restore".into(),
+                    source: Box::new(source),
+                })?;
+            for task in &mut tasks {
+                let name = task.name.clone();
+                task.restore(&restorer, &mut |p| metrics::restore_progress(&name, p))
+                    .map_err(|source| RuntimeError::Changelog {
+                        task: name.clone(),
+                        source: Box::new(source),
+                    })?;
+            }
+            Ok(tasks)
+        })
+        .await
+        .map_err(|e| RuntimeError::RestoreJoin {
+            reason: e.to_string(),
+        })?
+    }
+
+    /// Closes `partitions`' tasks: cleanly (kept dormant with their store) after a commit,
+    /// or dirty (dropped).
+    pub(super) fn close(&mut self, consumer: &StreamConsumer, partitions: &[i32], clean: bool) {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            if let Some(mut task) = self.tasks.remove(p) {
+                tpl.add_partition(&self.config.input_topic, *p);
+                if clean {
+                    info!(task = %task.name, changelog_offset = ?task.changelog_offset(), "task closed");
+                    self.dormant.insert(*p, task);
+                } else {
+                    task.abandon();
+                    info!(task = %task.name, "task closed dirty");
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.incremental_unassign(&tpl) {
+                warn!(error = %e, "unassigning input partitions");
+            }
+        }
+        metrics::assigned_tasks(self.tasks.len());
+    }
+
+    pub(super) fn lose_all(&mut self, consumer: &StreamConsumer) {
+        let all: Vec<i32> = self.tasks.keys().copied().collect();
+        self.close(consumer, &all, false);
+        self.output.abandon();
+        if let Some(txn) = self.txn.as_mut() {
+            if let Err(e) = txn.abort() {
+                warn!(error = %e, "aborting the transaction of lost tasks");
+            }
+        }
+    }
+}
