@@ -249,6 +249,30 @@ fn top_sessions(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<(String, i64
     Ok(sessions)
 }
 
+/// Polls the group's committed offsets until every partition reached `ends`.
+async fn wait_committed(
+    offsets: &mut CoordinatorOffsets,
+    partitions: &[(String, i32)],
+    ends: &[i64],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let committed = offsets.fetch(partitions).await?;
+        if committed
+            .iter()
+            .zip(ends)
+            .all(|(c, e)| c.is_some_and(|c| c >= *e))
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("committed offsets {committed:?} did not reach {ends:?} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -307,20 +331,9 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let half = ends(&consumer)?;
-    loop {
-        let committed = offsets.fetch(&partitions).await?;
-        if committed
-            .iter()
-            .zip(&half)
-            .all(|(c, e)| c.is_some_and(|c| c >= *e))
-        {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("the workers did not commit the first half within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_committed(&mut offsets, &partitions, &half, Duration::from_secs(120))
+        .await
+        .context("the workers committing the first half")?;
     let rate = first.len() as f64 / started.elapsed().as_secs_f64();
     println!("== 4. first half counted and committed: {rate:.0} records/s including start-up");
 
@@ -343,20 +356,9 @@ async fn main() -> anyhow::Result<()> {
         killed.elapsed().as_secs_f64()
     );
     let end = ends(&consumer)?;
-    loop {
-        let committed = offsets.fetch(&partitions).await?;
-        if committed
-            .iter()
-            .zip(&end)
-            .all(|(c, e)| c.is_some_and(|c| c >= *e))
-        {
-            break;
-        }
-        if killed.elapsed() > Duration::from_secs(180) {
-            bail!("the survivor did not finish within 180 s of the kill");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_committed(&mut offsets, &partitions, &end, Duration::from_secs(180))
+        .await
+        .context("the survivor committing the second half")?;
     println!(
         "== 6. all {} clicks counted; {:.1} s from the kill to the last commit",
         all.len(),

@@ -14,6 +14,7 @@ use super::offsets::{OffsetCommitter, OffsetsError};
 use super::partitioner::windowed_partition;
 use super::processor::OutputRecord;
 use super::run::Runtime;
+use super::task::Task;
 use crate::changelog::TrackedProducer;
 
 /// Broker error codes of an offset commit that mean "these tasks are no longer yours".
@@ -78,19 +79,7 @@ impl Runtime {
                 txn.begin()?;
             }
             produced += records.len() as u64;
-            task.send_changelog(&records)
-                .await
-                .map_err(|source| RuntimeError::Changelog {
-                    task: task.name.clone(),
-                    source: Box::new(source),
-                })?;
-            send_output(
-                &mut self.output,
-                &self.config.output_topic,
-                self.output_partitions,
-                &records,
-            )
-            .await?;
+            self.output.forward(task, &records).await?;
         }
         for task in self.tasks.values_mut() {
             task.flush_changelog()
@@ -100,13 +89,7 @@ impl Runtime {
                     source: Box::new(source),
                 })?;
         }
-        self.output
-            .flush()
-            .await
-            .map_err(|source| RuntimeError::Output {
-                topic: self.config.output_topic.clone(),
-                source: Box::new(source),
-            })?;
+        self.output.flush().await?;
         let offsets: Vec<(String, i32, i64)> = self
             .tasks
             .values()
@@ -173,27 +156,57 @@ impl Runtime {
     }
 }
 
-pub(super) async fn send_output(
-    output: &mut TrackedProducer,
-    topic: &str,
-    partitions: i32,
-    records: &[OutputRecord],
-) -> Result<(), RuntimeError> {
-    for r in records {
-        let partition = windowed_partition(r.inner_key(), partitions);
-        output
-            .send(
-                topic,
-                partition,
-                &r.key,
-                r.value.as_deref(),
-                r.output_timestamp,
-            )
+/// The output topic: flushed records go there, partitioned as Kafka Streams partitions
+/// windowed keys, after they went to their task's changelog.
+pub(super) struct Output {
+    pub(super) producer: TrackedProducer,
+    pub(super) topic: String,
+    pub(super) partitions: i32,
+}
+
+impl Output {
+    /// Sends `records` to `task`'s changelog and to the output topic (acknowledged later, by
+    /// the task's and the output's flush).
+    pub(super) async fn forward(
+        &mut self,
+        task: &mut Task,
+        records: &[OutputRecord],
+    ) -> Result<(), RuntimeError> {
+        task.send_changelog(records)
             .await
-            .map_err(|source| RuntimeError::Output {
-                topic: topic.to_string(),
+            .map_err(|source| RuntimeError::Changelog {
+                task: task.name.clone(),
                 source: Box::new(source),
             })?;
+        for r in records {
+            let partition = windowed_partition(r.inner_key(), self.partitions);
+            self.producer
+                .send(
+                    &self.topic,
+                    partition,
+                    &r.key,
+                    r.value.as_deref(),
+                    r.output_timestamp,
+                )
+                .await
+                .map_err(|source| self.error(source))?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Waits until every output record sent so far is acknowledged.
+    pub(super) async fn flush(&mut self) -> Result<(), RuntimeError> {
+        self.producer
+            .flush()
+            .await
+            .map(|_| ())
+            .map_err(|source| self.error(source))
+    }
+
+    fn error(&self, source: crate::changelog::ChangelogError) -> RuntimeError {
+        RuntimeError::Output {
+            topic: self.topic.clone(),
+            source: Box::new(source),
+        }
+    }
 }

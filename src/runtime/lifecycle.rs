@@ -176,7 +176,7 @@ impl Runtime {
     pub(super) fn lose_all(&mut self, consumer: &StreamConsumer) {
         let all: Vec<i32> = self.tasks.keys().copied().collect();
         self.close(consumer, &all, false);
-        self.output.abandon();
+        self.output.producer.abandon();
         if let Some(txn) = self.txn.as_mut() {
             if let Err(e) = txn.abort() {
                 warn!(error = %e, "aborting the transaction of lost tasks");

@@ -16,7 +16,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Message};
 use tracing::{debug, info, warn};
 
-use super::commit::send_output;
+use super::commit::Output;
 use super::eos::Transactions;
 use super::error::RuntimeError;
 use super::metrics;
@@ -70,8 +70,7 @@ pub(super) struct Runtime {
     pub(super) config: RuntimeConfig,
     pub(super) factory: Arc<dyn ProcessorFactory>,
     pub(super) producer: FutureProducer,
-    pub(super) output: TrackedProducer,
-    pub(super) output_partitions: i32,
+    pub(super) output: Output,
     pub(super) txn: Option<Transactions>,
     pub(super) offsets: CoordinatorOffsets,
     pub(super) driver: DriverHandle,
@@ -215,11 +214,14 @@ pub async fn run(
         offsets: CoordinatorOffsets::new(&config.application_id, &config.bootstrap, connection),
         input_topic: Arc::from(config.input_topic.as_str()),
         budget: CacheBudget::new(config.cache_max_bytes),
-        output: TrackedProducer::new(producer.clone()),
+        output: Output {
+            producer: TrackedProducer::new(producer.clone()),
+            topic: config.output_topic.clone(),
+            partitions: output_partitions,
+        },
         config,
         factory,
         producer,
-        output_partitions,
         txn,
         driver,
         changelog_topic,
@@ -332,19 +334,7 @@ impl Runtime {
             if records.is_empty() {
                 continue;
             }
-            task.send_changelog(&records)
-                .await
-                .map_err(|source| RuntimeError::Changelog {
-                    task: task.name.clone(),
-                    source: Box::new(source),
-                })?;
-            send_output(
-                &mut self.output,
-                &self.config.output_topic,
-                self.output_partitions,
-                &records,
-            )
-            .await?;
+            self.output.forward(task, &records).await?;
         }
         Ok(())
     }
