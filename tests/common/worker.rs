@@ -85,6 +85,20 @@ impl Worker {
         Ok(())
     }
 
+    /// Fails if the worker has exited (it should run until told to stop).
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        let child = self.child.as_mut().context("worker already gone")?;
+        if let Some(status) = child.try_wait()? {
+            self.child = None;
+            bail!(
+                "{} exited early: {status}; log:\n{}",
+                self.name,
+                self.tail()
+            );
+        }
+        Ok(())
+    }
+
     pub fn wait(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
         let child = self.child.as_mut().context("worker already gone")?;
         let deadline = Instant::now() + within;
