@@ -1,7 +1,8 @@
 //! The streams worker end to end against the real broker, workers as child processes: the
 //! session counts on the output topic equal the reference of DESIGN §4; a SIGKILLed worker's
 //! tasks are restored by the survivor from the changelog; SIGTERM leaves cleanly; a restart
-//! resumes from committed offsets; a bad config value stops the worker naming the key.
+//! resumes from committed offsets and, after a clean shutdown, from the snapshots and
+//! checkpoints in its state dir; a bad config value stops the worker naming the key.
 
 mod common;
 
@@ -381,6 +382,124 @@ async fn a_restarted_worker_resumes_without_counting_twice() -> anyhow::Result<(
     )
     .await?;
     assert!(w.log().contains("task restored"), "{}", w.tail());
+    Ok(())
+}
+
+/// `(task, restored, from, full)` of every `task restored` line of a worker's log.
+fn restores(worker: &Worker) -> Vec<(String, u64, i64, bool)> {
+    worker
+        .log()
+        .lines()
+        .filter(|l| l.contains("task restored"))
+        .map(|l| {
+            let field = |name: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (
+                field("task"),
+                field("restored").parse().unwrap_or(u64::MAX),
+                field("from").parse().unwrap_or(-1),
+                field("full") == "true",
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_clean_restart_loads_snapshots_and_restores_only_the_tail() -> anyhow::Result<()> {
+    let job = Job::new("worker-snapshot").await?;
+    let clicks = click_stream(40, 30, now_ms() - 3_600_000, GAP, GRACE, false, 31);
+    let thirds: Vec<&[Click]> = clicks.chunks(clicks.len().div_ceil(3)).collect();
+    let changelog = format!("{}-counts-changelog", job.app);
+    let task_dir = |p: i32| job.state.join("w").join(&job.app).join(format!("0_{p}"));
+    let mut seen: Vec<Click> = Vec::new();
+    let mut restarts = Vec::new();
+    for (run, third) in thirds.iter().enumerate() {
+        job.produce(third).await?;
+        seen.extend_from_slice(third);
+        let mut w = job.worker("w", "at_least_once")?;
+        let reference = reference_by_partition(&seen, PARTITIONS, GAP, GRACE);
+        job.wait_view(
+            "the output to equal the reference",
+            false,
+            &[&w],
+            &reference,
+            |v| v == &reference,
+        )
+        .await?;
+        ensure!(
+            w.terminate(Duration::from_secs(30))?.success(),
+            "{}",
+            w.tail()
+        );
+        let restored = restores(&w);
+        ensure!(
+            restored.len() == PARTITIONS as usize,
+            "{restored:?}\n{}",
+            w.tail()
+        );
+        match run {
+            0 => ensure!(
+                restored.iter().all(|r| r.2 == 0 && r.1 == 0),
+                "{restored:?}"
+            ),
+            // The snapshot of the clean close holds the whole state: nothing to replay.
+            1 => {
+                ensure!(
+                    restored.iter().all(|r| r.1 == 0 && r.2 > 0 && !r.3),
+                    "only the tail is restored: {restored:?}\n{}",
+                    w.tail()
+                );
+                ensure!(w.count("task state loaded from its snapshot") == PARTITIONS as usize);
+            }
+            // Partition 1's snapshot was corrupted: it alone restores the whole changelog.
+            _ => {
+                ensure!(w.log().contains("cannot use the snapshot"), "{}", w.tail());
+                for (task, n, from, full) in &restored {
+                    if task == "0_1" {
+                        ensure!(*full && *from == 0 && *n > 0, "{restored:?}");
+                    } else {
+                        ensure!(!*full && *from > 0 && *n == 0, "{restored:?}");
+                    }
+                }
+            }
+        }
+        restarts.push(restored);
+        // Every task directory holds a Kafka Streams checkpoint of its changelog partition
+        // and the snapshot it names.
+        for p in 0..PARTITIONS {
+            let text = std::fs::read_to_string(task_dir(p).join(".checkpoint"))
+                .with_context(|| format!("0_{p}/.checkpoint"))?;
+            let lines: Vec<&str> = text.lines().collect();
+            ensure!(
+                lines.len() == 3 && lines[0] == "0" && lines[1] == "1",
+                "{text:?}"
+            );
+            let entry: Vec<&str> = lines[2].split(' ').collect();
+            ensure!(entry.len() == 3 && entry[0] == changelog && entry[1] == p.to_string());
+            ensure!(entry[2].parse::<i64>()? > 0, "{text:?}");
+            ensure!(task_dir(p).join("counts.snapshot").exists());
+        }
+        if run == 1 {
+            let snapshot = task_dir(1).join("counts.snapshot");
+            let mut data = std::fs::read(&snapshot)?;
+            let mid = data.len() / 2;
+            data[mid] ^= 0x5a;
+            std::fs::write(&snapshot, data)?;
+        }
+    }
+    let sum = |r: &Vec<(String, u64, i64, bool)>| r.iter().map(|x| x.1).sum::<u64>();
+    println!(
+        "records restored per start: first {}, with snapshots {}, with 0_1's snapshot corrupt {} \
+         (0_1 alone {:?})",
+        sum(&restarts[0]),
+        sum(&restarts[1]),
+        sum(&restarts[2]),
+        restarts[2].iter().find(|r| r.0 == "0_1").map(|r| r.1)
+    );
     Ok(())
 }
 

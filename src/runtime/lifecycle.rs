@@ -1,7 +1,9 @@
 //! Task lifecycles driven by membership events: assigned tasks are created (or taken back
-//! from the dormant ones kept after a clean close), restored from their changelog on a
+//! from the dormant ones kept after a clean close), loaded from the snapshot of an earlier
+//! clean close when their task directory has one, restored from their changelog on a
 //! blocking thread while heartbeats go on, then their input partitions are assigned at the
-//! committed offsets; revoked tasks are closed cleanly, lost ones dirty.
+//! committed offsets; revoked tasks are closed cleanly (state saved to the task directory),
+//! lost ones dirty.
 
 use std::collections::BTreeSet;
 
@@ -14,6 +16,7 @@ use super::metrics;
 use super::offsets::OffsetCommitter;
 use super::run::Runtime;
 use super::task::Task;
+use super::task_dir::TaskDir;
 use crate::changelog::{CorruptRecordPolicy, RestoreOptions, Restorer};
 use crate::membership::TaskId;
 
@@ -48,11 +51,13 @@ impl Runtime {
         }
         let mut created = Vec::with_capacity(new.len());
         for p in &new {
-            let task = match self.dormant.remove(p) {
-                Some(task) => task,
-                None => self.create_task(*p)?,
+            // A dormant task's store is current up to its changelog offset; a new one may
+            // find the state of an earlier clean close on disk.
+            let (task, from_disk) = match self.dormant.remove(p) {
+                Some(task) => (task, false),
+                None => (self.create_task(*p)?, true),
             };
-            created.push(task);
+            created.push((task, self.task_dir(*p), from_disk));
         }
         let created = self.restore(created).await?;
         let partitions: Vec<(String, i32)> = created
@@ -114,8 +119,22 @@ impl Runtime {
         ))
     }
 
-    /// Restores new tasks on a blocking thread; heartbeats go on meanwhile.
-    async fn restore(&self, mut tasks: Vec<Task>) -> Result<Vec<Task>, RuntimeError> {
+    pub(super) fn task_dir(&self, partition: i32) -> TaskDir {
+        let id = TaskId {
+            subtopology: "0".into(),
+            partition,
+        };
+        TaskDir::new(
+            &self.config.state_dir,
+            &self.config.application_id,
+            &id,
+            &self.config.store_name,
+        )
+    }
+
+    /// Loads new tasks' snapshots and restores them on a blocking thread; heartbeats go on
+    /// meanwhile.
+    async fn restore(&self, tasks: Vec<(Task, TaskDir, bool)>) -> Result<Vec<Task>, RuntimeError> {
         let options = RestoreOptions {
             corrupt_records: if self.config.restore_skip_corrupt {
                 CorruptRecordPolicy::Skip
@@ -127,21 +146,32 @@ impl Runtime {
             ..RestoreOptions::default()
         };
         let bootstrap = self.config.bootstrap.clone();
+        let exactly_once = self.config.exactly_once;
         tokio::task::spawn_blocking(move || {
             let restorer =
                 Restorer::new(&bootstrap, options).map_err(|source| RuntimeError::Changelog {
                     task: "restore".into(),
                     source: Box::new(source),
                 })?;
-            for task in &mut tasks {
+            let mut restored = Vec::with_capacity(tasks.len());
+            for (mut task, dir, from_disk) in tasks {
+                if from_disk {
+                    dir.load(&mut task, exactly_once);
+                }
+                if exactly_once {
+                    // Written again only on a clean close: a crash from here on must restore
+                    // the whole changelog (Kafka Streams under exactly-once does the same).
+                    dir.discard_checkpoint(&task.name);
+                }
                 let name = task.name.clone();
                 task.restore(&restorer, &mut |p| metrics::restore_progress(&name, p))
                     .map_err(|source| RuntimeError::Changelog {
                         task: name.clone(),
                         source: Box::new(source),
                     })?;
+                restored.push(task);
             }
-            Ok(tasks)
+            Ok(restored)
         })
         .await
         .map_err(|e| RuntimeError::RestoreJoin {
@@ -149,17 +179,20 @@ impl Runtime {
         })?
     }
 
-    /// Closes `partitions`' tasks: cleanly (kept dormant with their store) after a commit,
-    /// or dirty (dropped).
+    /// Closes `partitions`' tasks: cleanly (snapshot and checkpoint written, kept dormant
+    /// with their store) after a commit, or dirty (checkpoint deleted, dropped).
     pub(super) fn close(&mut self, consumer: &StreamConsumer, partitions: &[i32], clean: bool) {
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             if let Some(mut task) = self.tasks.remove(p) {
                 tpl.add_partition(&self.config.input_topic, *p);
+                let dir = self.task_dir(*p);
                 if clean {
+                    tokio::task::block_in_place(|| dir.save(&mut task));
                     info!(task = %task.name, changelog_offset = ?task.changelog_offset(), "task closed");
                     self.dormant.insert(*p, task);
                 } else {
+                    dir.discard_checkpoint(&task.name);
                     task.abandon();
                     info!(task = %task.name, "task closed dirty");
                 }

@@ -1,7 +1,8 @@
 //! The runtime: tasks created, restored, run, committed and closed as membership events
 //! arrive; the poll loop; the commit cycle (flush → changelog and output produced → acked →
-//! offsets committed → checkpoint). Owns the order of those steps; does no wire encoding
-//! (protocol) and no session-window arithmetic (session).
+//! offsets committed), and the task directories where a clean close leaves a snapshot and a
+//! checkpoint. Owns the order of those steps; does no wire encoding (protocol) and no
+//! session-window arithmetic (session).
 
 mod commit;
 mod eos;
@@ -13,6 +14,7 @@ pub mod partitioner;
 pub mod processor;
 mod run;
 mod task;
+mod task_dir;
 
 pub use error::RuntimeError;
 pub use offsets::{CoordinatorOffsets, OffsetCommitter, OffsetsError};

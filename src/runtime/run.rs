@@ -60,6 +60,9 @@ pub struct RuntimeConfig {
     pub kafka: Vec<(String, String)>,
     /// Bound on the graceful leave at shutdown.
     pub leave_timeout: Duration,
+    /// Where task directories (`<application.id>/<task id>/`: snapshot and `.checkpoint`)
+    /// live.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Broker error codes of an offset commit that mean "these tasks are no longer yours".

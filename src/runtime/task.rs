@@ -14,7 +14,7 @@ use crate::changelog::{
 };
 use crate::membership::TaskId;
 use crate::session::Outcome;
-use crate::store::RecordContext;
+use crate::store::{CachingSessionStore, InMemoryBytesStore, RecordContext};
 
 /// A task's place in its life: a task processes no record before its restore completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +78,20 @@ impl Task {
         self.changelog_offset
     }
 
+    /// Makes the restore start after `offset`: the store already holds the changelog up to
+    /// it (loaded from a snapshot).
+    pub fn resume_after(&mut self, offset: i64) {
+        self.changelog_offset = Some(offset);
+    }
+
+    /// The task's session store (the snapshot of a clean close is taken of its inner store).
+    pub fn store(&mut self) -> &mut CachingSessionStore<InMemoryBytesStore> {
+        self.processor.store()
+    }
+
     /// Replays the task's changelog partition into its store, starting after
-    /// `changelog_offset` (a store kept from an earlier assignment) or at the log start.
+    /// `changelog_offset` (a store kept from an earlier assignment or loaded from a snapshot)
+    /// or at the log start.
     /// Blocking: run it on a blocking thread.
     pub fn restore(
         &mut self,
@@ -183,6 +195,6 @@ impl Task {
     }
 
     pub fn cache_metrics(&mut self) -> crate::store::CacheMetrics {
-        self.processor.store().cache().metrics()
+        self.store().cache().metrics()
     }
 }

@@ -389,6 +389,13 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         Ok(out)
     }
 
+    /// Whether everything staged has reached the inner store and been handed out: no dirty
+    /// cache entry and no eviction waiting for [`take_evicted`](Self::take_evicted). Only
+    /// then does the inner store alone hold the store's state (what a snapshot saves).
+    pub fn is_flushed(&self) -> bool {
+        self.cache.dirty_len() == 0 && self.evicted.is_empty()
+    }
+
     /// Entries written through by eviction flushes since the last call (or the last
     /// `flush_with_old`), in order.
     pub fn take_evicted(&mut self) -> Vec<FlushedEntry> {

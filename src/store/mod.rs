@@ -1,6 +1,6 @@
-//! The store layer: session composite keys, byte stores, the record cache and the caching
-//! session store. Owns bytes at rest and their write-back caching; must not know Kafka,
-//! serdes or session-window rules (those live in `session`).
+//! The store layer: session composite keys, byte stores, the record cache, the caching
+//! session store and snapshot files of a byte store. Owns bytes at rest and their write-back
+//! caching; must not know Kafka, serdes or session-window rules (those live in `session`).
 
 pub mod bytes_store;
 pub mod cache;
@@ -8,9 +8,13 @@ pub mod caching_session_store;
 pub mod context;
 pub mod error;
 pub mod session_schema;
+pub mod snapshot;
 
 pub use bytes_store::{ByteKeyValueStore, InMemoryBytesStore};
 pub use cache::{CacheBudget, CacheEntry, CacheMetrics, DirtyEntry, NamedCache};
 pub use caching_session_store::{CachingSessionStore, FlushedEntry, StoredSession};
 pub use context::RecordContext;
 pub use error::StoreError;
+pub use snapshot::{
+    read_snapshot, write_snapshot, Corruption, Snapshot, SnapshotError, SnapshotStats,
+};

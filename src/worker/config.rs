@@ -178,6 +178,7 @@ impl WorkerConfig {
             restore_skip_corrupt: self.restore_skip_corrupt,
             kafka: self.kafka.clone(),
             leave_timeout: Duration::from_secs(10),
+            state_dir: self.state_dir.clone(),
         })
     }
 

@@ -1,0 +1,317 @@
+//! A task's directory, `<state.dir>/<application.id>/<task id>/` (Kafka Streams' layout):
+//! the snapshot of its store (`<store name>.snapshot`, see [`crate::store::snapshot`]) and the
+//! `.checkpoint` naming the last changelog offset that snapshot reflects. Owns the policy of
+//! when those files are trusted, written and removed; the formats live in `store` and
+//! `changelog`, the decision of when a task closes in `lifecycle`.
+//!
+//! - Clean close (revocation, shutdown; always after a commit): the snapshot is written and
+//!   made durable first, then the checkpoint. A crash between the two leaves a checkpoint
+//!   that does not match the snapshot's recorded position, which is refused.
+//! - Task creation (a task not kept in memory): a checkpoint, a valid snapshot and equal
+//!   offsets → the snapshot is loaded through `put_inner` and the restore replays only the
+//!   changelog after the checkpoint. Anything missing, corrupt or mismatching → a warning and
+//!   a full restore (the restorer clears the store). Under exactly-once the checkpoint is
+//!   deleted as soon as it is read, as Kafka Streams does: a crash while the task runs then
+//!   forces a full restore.
+//! - Dirty close (tasks lost): the checkpoint is deleted, so a crash never leaves one behind
+//!   that the state on disk does not back.
+//!
+//! Checkpoints are written only on a clean close, never after ordinary commits: the snapshot
+//! is a full copy of the store, too costly to write every 10,000 records.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::task::Task;
+use crate::changelog::Checkpoint;
+use crate::membership::TaskId;
+use crate::store::{read_snapshot, write_snapshot};
+
+/// The files of one task.
+#[derive(Debug, Clone)]
+pub(super) struct TaskDir {
+    checkpoint: PathBuf,
+    snapshot: PathBuf,
+}
+
+impl TaskDir {
+    pub(super) fn new(state_dir: &Path, application_id: &str, task: &TaskId, store: &str) -> Self {
+        let dir = state_dir.join(application_id).join(task.to_string());
+        Self {
+            checkpoint: dir.join(".checkpoint"),
+            snapshot: dir.join(format!("{store}.snapshot")),
+        }
+    }
+
+    /// Loads the state a clean close left into `task`'s (empty) store and sets its changelog
+    /// offset, so that its restore replays only the tail. Returns whether it did; on `false`
+    /// the store is empty and the restore is a full one.
+    pub(super) fn load(&self, task: &mut Task, exactly_once: bool) -> bool {
+        let started = Instant::now();
+        let Some(offset) = self.read_checkpoint(task) else {
+            return false;
+        };
+        if exactly_once {
+            self.discard_checkpoint(&task.name);
+        }
+        let snapshot = match read_snapshot(&self.snapshot) {
+            Ok(Some(s)) if s.position == offset => s,
+            Ok(Some(s)) => {
+                warn!(task = %task.name, checkpoint = offset, snapshot = s.position,
+                    "the snapshot does not match the checkpoint; restoring the whole changelog");
+                return false;
+            }
+            Ok(None) => {
+                warn!(task = %task.name, path = %self.snapshot.display(),
+                    "a checkpoint but no snapshot; restoring the whole changelog");
+                return false;
+            }
+            Err(e) => {
+                warn!(task = %task.name, error = %e,
+                    "cannot use the snapshot; restoring the whole changelog");
+                return false;
+            }
+        };
+        let entries = snapshot.entries.len();
+        let name = task.name.clone();
+        let store = task.store();
+        for (key, value) in snapshot.entries {
+            if let Err(e) = store.put_inner(key, value) {
+                warn!(task = %name, error = %e,
+                    "a snapshot entry is not a session; restoring the whole changelog");
+                if let Err(e) = store.clear() {
+                    warn!(task = %name, error = %e, "clearing the store");
+                }
+                return false;
+            }
+        }
+        task.resume_after(offset);
+        info!(
+            task = %task.name,
+            entries,
+            checkpoint = offset,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "task state loaded from its snapshot"
+        );
+        true
+    }
+
+    /// The checkpointed offset of the task's changelog partition, if there is a usable one.
+    fn read_checkpoint(&self, task: &Task) -> Option<i64> {
+        match Checkpoint::read(&self.checkpoint) {
+            Ok(Some(cp)) => {
+                let offset = cp.offset(task.changelog_topic(), task.partition());
+                if offset.is_none() {
+                    warn!(task = %task.name, path = %self.checkpoint.display(),
+                        topic = task.changelog_topic(),
+                        "the checkpoint has no offset for the changelog; restoring the whole changelog");
+                }
+                offset
+            }
+            Ok(None) => {
+                debug!(task = %task.name, "no checkpoint; restoring the whole changelog");
+                None
+            }
+            Err(e) => {
+                warn!(task = %task.name, error = %e, "cannot read the checkpoint; restoring the whole changelog");
+                None
+            }
+        }
+    }
+
+    /// Writes the snapshot, then the checkpoint, of a task closed cleanly (committed, its
+    /// cache flushed). Failures are logged: the next start restores the whole changelog.
+    pub(super) fn save(&self, task: &mut Task) {
+        let started = Instant::now();
+        let Some(offset) = task.changelog_offset() else {
+            // Nothing restored or written: there is nothing to skip next time.
+            self.discard_checkpoint(&task.name);
+            return;
+        };
+        if !task.store().is_flushed() {
+            warn!(task = %task.name, "the store holds unflushed writes; not checkpointing it");
+            self.discard_checkpoint(&task.name);
+            return;
+        }
+        let stats = match write_snapshot(task.store().inner(), offset, &self.snapshot) {
+            Ok(stats) => stats,
+            Err(e) => {
+                warn!(task = %task.name, error = %e, "cannot write the snapshot; the next start restores the whole changelog");
+                self.discard_checkpoint(&task.name);
+                return;
+            }
+        };
+        let mut cp = Checkpoint::new();
+        cp.set(task.changelog_topic(), task.partition(), offset);
+        if let Err(e) = cp.write(&self.checkpoint) {
+            warn!(task = %task.name, error = %e, "cannot write the checkpoint; the next start restores the whole changelog");
+            return;
+        }
+        info!(
+            task = %task.name,
+            checkpoint = offset,
+            entries = stats.entries,
+            bytes = stats.bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "task state saved"
+        );
+    }
+
+    /// Deletes the checkpoint (the snapshot stays, unused without it, until overwritten).
+    pub(super) fn discard_checkpoint(&self, task: &str) {
+        if let Err(e) = Checkpoint::delete(&self.checkpoint) {
+            warn!(task, error = %e, "cannot delete the checkpoint");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{count_factory, ProcessorFactory};
+    use crate::session::SessionWindows;
+    use crate::store::{ByteKeyValueStore, CacheBudget};
+    use rdkafka::producer::FutureProducer;
+    use rdkafka::ClientConfig;
+    use std::time::Duration;
+
+    const TOPIC: &str = "app-counts-changelog";
+
+    fn state_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "kstate-taskdir-{}-{name}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn id() -> TaskId {
+        TaskId {
+            subtopology: "0".into(),
+            partition: 3,
+        }
+    }
+
+    /// A task whose producer never connects (nothing is sent in these tests).
+    fn task() -> Task {
+        let windows = SessionWindows::new(
+            Duration::from_millis(10),
+            Duration::ZERO,
+            Some(Duration::from_secs(3600)),
+        )
+        .unwrap();
+        let processor = count_factory(windows)
+            .create("counts", CacheBudget::new(1 << 20))
+            .unwrap();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .unwrap();
+        Task::new(id(), "in".into(), processor, producer, TOPIC.into(), None)
+    }
+
+    /// A task whose store holds two sessions written through, at changelog offset 41.
+    fn closed_task() -> Task {
+        let mut t = task();
+        for (offset, ts) in [(0, 100), (1, 105), (2, 500)] {
+            t.process(Some(b"k"), None, offset, ts).unwrap();
+        }
+        t.flush().unwrap();
+        t.resume_after(41);
+        t
+    }
+
+    fn entries(t: &mut Task) -> Vec<(bytes::Bytes, bytes::Bytes)> {
+        t.store().inner().scan_all().unwrap()
+    }
+
+    #[test]
+    fn a_clean_close_is_loaded_back_with_its_offset() {
+        let root = state_dir("rt");
+        let dir = TaskDir::new(&root, "app", &id(), "counts");
+        let mut closed = closed_task();
+        dir.save(&mut closed);
+        let text = std::fs::read_to_string(root.join("app/0_3/.checkpoint")).unwrap();
+        assert_eq!(text, format!("0\n1\n{TOPIC} 3 41\n"));
+        assert!(root.join("app/0_3/counts.snapshot").exists());
+
+        let mut fresh = task();
+        assert!(dir.load(&mut fresh, false));
+        assert_eq!(fresh.changelog_offset(), Some(41));
+        assert_eq!(entries(&mut fresh), entries(&mut closed));
+        assert_eq!(entries(&mut fresh).len(), 2);
+        assert!(
+            root.join("app/0_3/.checkpoint").exists(),
+            "at_least_once keeps it"
+        );
+    }
+
+    #[test]
+    fn exactly_once_deletes_the_checkpoint_once_read() {
+        let root = state_dir("eos");
+        let dir = TaskDir::new(&root, "app", &id(), "counts");
+        dir.save(&mut closed_task());
+        let mut fresh = task();
+        assert!(dir.load(&mut fresh, true));
+        assert!(!root.join("app/0_3/.checkpoint").exists());
+        assert!(
+            !dir.load(&mut task(), true),
+            "a crash now means a full restore"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_or_mismatching_snapshot_means_a_full_restore() {
+        let root = state_dir("bad");
+        let dir = TaskDir::new(&root, "app", &id(), "counts");
+        let snapshot = root.join("app/0_3/counts.snapshot");
+        dir.save(&mut closed_task());
+        let mut data = std::fs::read(&snapshot).unwrap();
+        let mid = data.len() / 2;
+        data[mid] ^= 0xff;
+        std::fs::write(&snapshot, &data).unwrap();
+        let mut fresh = task();
+        assert!(!dir.load(&mut fresh, false));
+        assert_eq!(fresh.changelog_offset(), None);
+        assert!(entries(&mut fresh).is_empty());
+
+        // A checkpoint newer than the snapshot (a crash between the two writes).
+        dir.save(&mut closed_task());
+        let mut cp = Checkpoint::new();
+        cp.set(TOPIC, 3, 99);
+        cp.write(&root.join("app/0_3/.checkpoint")).unwrap();
+        assert!(!dir.load(&mut task(), false));
+
+        // A checkpoint of another changelog, and no snapshot at all.
+        let mut cp = Checkpoint::new();
+        cp.set("other-changelog", 3, 41);
+        cp.write(&root.join("app/0_3/.checkpoint")).unwrap();
+        assert!(!dir.load(&mut task(), false));
+        dir.save(&mut closed_task());
+        std::fs::remove_file(&snapshot).unwrap();
+        assert!(!dir.load(&mut task(), false));
+    }
+
+    #[test]
+    fn nothing_to_checkpoint_and_dirty_closes_leave_no_checkpoint() {
+        let root = state_dir("none");
+        let dir = TaskDir::new(&root, "app", &id(), "counts");
+        dir.save(&mut closed_task());
+        dir.discard_checkpoint("0_3");
+        assert!(!root.join("app/0_3/.checkpoint").exists());
+        dir.save(&mut closed_task());
+        dir.save(&mut task());
+        assert!(
+            !root.join("app/0_3/.checkpoint").exists(),
+            "a task without a changelog offset removes the old checkpoint"
+        );
+        let mut unflushed = closed_task();
+        unflushed.process(Some(b"k"), None, 3, 900).unwrap();
+        dir.save(&mut unflushed);
+        assert!(!root.join("app/0_3/.checkpoint").exists());
+    }
+}
