@@ -350,12 +350,15 @@ async fn join_assigns_all_tasks_and_the_broker_creates_the_declared_changelog() 
     assert_eq!(task_set(&member.active), all_tasks());
     // The broker reports why it holds the assignment back: the internal topics being
     // created and/or the initial rebalance delay (0 in config/broker/server.properties, so
-    // usually only MISSING_INTERNAL_TOPICS). Whatever it said must be one of these.
+    // usually only MISSING_INTERNAL_TOPICS), or, when the join races the metadata of the
+    // input topic created just before, MISSING_SOURCE_TOPICS. Whatever it said must be one
+    // of these "not ready" statuses.
     for code in &member.statuses {
         assert!(
             [
                 StatusCode::MISSING_INTERNAL_TOPICS,
-                StatusCode::ASSIGNMENT_DELAYED
+                StatusCode::ASSIGNMENT_DELAYED,
+                StatusCode::MISSING_SOURCE_TOPICS
             ]
             .contains(code),
             "unexpected status {code} while joining"
