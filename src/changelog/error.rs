@@ -68,6 +68,9 @@ pub enum ChangelogError {
         topic: String,
         partition: i32,
         restored: u64,
+        /// The last offset applied before the cancel: the store holds the changelog up to
+        /// it, a consistent prefix a later restore can continue from.
+        last_offset: Option<i64>,
     },
     #[error("admin request for topic {topic}: {source}")]
     Admin {

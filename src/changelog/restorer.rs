@@ -139,8 +139,8 @@ impl Restorer {
         config
     }
 
-    /// A flag that makes a running restore stop with [`ChangelogError::Cancelled`] (the task
-    /// was revoked or lost mid-restore).
+    /// A flag that makes a running restore (and every later one of this restorer) stop with
+    /// [`ChangelogError::Cancelled`]: the task was revoked or lost mid-restore.
     pub fn cancel_handle(&self) -> Arc<AtomicBool> {
         self.cancel.clone()
     }
@@ -274,11 +274,12 @@ impl Restorer {
         let mut last_progress = Instant::now();
         let mut last_record = Instant::now();
         loop {
-            if self.cancel.swap(false, Ordering::AcqRel) {
+            if self.cancel.load(Ordering::Acquire) {
                 return Err(ChangelogError::Cancelled {
                     topic: topic.to_string(),
                     partition,
                     restored: outcome.applied,
+                    last_offset: outcome.last_offset,
                 });
             }
             if last_progress.elapsed() >= self.options.progress_interval {

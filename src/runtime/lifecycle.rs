@@ -6,9 +6,11 @@
 //! lost ones dirty.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::error::RuntimeError;
@@ -17,13 +19,18 @@ use super::offsets::OffsetCommitter;
 use super::run::Runtime;
 use super::task::Task;
 use super::task_dir::TaskDir;
-use crate::changelog::{CorruptRecordPolicy, RestoreOptions, Restorer};
-use crate::membership::TaskId;
+use crate::changelog::{ChangelogError, CorruptRecordPolicy, RestoreOptions, Restorer};
+use crate::membership::{MembershipEvent, TaskId};
+
+fn cancel_requested(restorer: &Restorer) -> bool {
+    restorer.cancel_handle().load(Ordering::Acquire)
+}
 
 impl Runtime {
     pub(super) async fn on_assigned(
         &mut self,
         consumer: &StreamConsumer,
+        events: &mut mpsc::Receiver<MembershipEvent>,
         active: BTreeSet<TaskId>,
     ) -> Result<(), RuntimeError> {
         let wanted: BTreeSet<i32> = active
@@ -59,7 +66,11 @@ impl Runtime {
             };
             created.push((task, self.task_dir(*p), from_disk));
         }
-        let created = self.restore(created).await?;
+        let created = self.restore(events, created).await?;
+        if created.is_empty() {
+            metrics::assigned_tasks(self.tasks.len());
+            return Ok(());
+        }
         let partitions: Vec<(String, i32)> = created
             .iter()
             .map(|t| (self.config.input_topic.clone(), t.partition()))
@@ -133,8 +144,15 @@ impl Runtime {
     }
 
     /// Loads new tasks' snapshots and restores them on a blocking thread; heartbeats go on
-    /// meanwhile.
-    async fn restore(&self, tasks: Vec<(Task, TaskDir, bool)>) -> Result<Vec<Task>, RuntimeError> {
+    /// meanwhile. Membership events that arrive during the restore are kept for the loop; a
+    /// revocation of a restoring task, or the loss of all tasks, cancels the restore: the
+    /// tasks it did not finish stay dormant with the changelog prefix they restored, and a
+    /// later assignment continues from there. Returns the restored tasks.
+    async fn restore(
+        &mut self,
+        events: &mut mpsc::Receiver<MembershipEvent>,
+        tasks: Vec<(Task, TaskDir, bool)>,
+    ) -> Result<Vec<Task>, RuntimeError> {
         let options = RestoreOptions {
             corrupt_records: if self.config.restore_skip_corrupt {
                 CorruptRecordPolicy::Skip
@@ -145,16 +163,23 @@ impl Runtime {
             consumer_config: self.config.kafka.clone(),
             ..RestoreOptions::default()
         };
-        let bootstrap = self.config.bootstrap.clone();
+        let restorer = Restorer::new(&self.config.bootstrap, options).map_err(|source| {
+            RuntimeError::Changelog {
+                task: "restore".into(),
+                source: Box::new(source),
+            }
+        })?;
+        let cancel = restorer.cancel_handle();
+        let restoring: BTreeSet<i32> = tasks.iter().map(|(t, _, _)| t.partition()).collect();
         let exactly_once = self.config.exactly_once;
-        tokio::task::spawn_blocking(move || {
-            let restorer =
-                Restorer::new(&bootstrap, options).map_err(|source| RuntimeError::Changelog {
-                    task: "restore".into(),
-                    source: Box::new(source),
-                })?;
+        let mut job = tokio::task::spawn_blocking(move || {
             let mut restored = Vec::with_capacity(tasks.len());
+            let mut unfinished = Vec::new();
             for (mut task, dir, from_disk) in tasks {
+                if cancel_requested(&restorer) {
+                    unfinished.push(task);
+                    continue;
+                }
                 if from_disk {
                     dir.load(&mut task, exactly_once);
                 }
@@ -164,19 +189,49 @@ impl Runtime {
                     dir.discard_checkpoint(&task.name);
                 }
                 let name = task.name.clone();
-                task.restore(&restorer, &mut |p| metrics::restore_progress(&name, p))
-                    .map_err(|source| RuntimeError::Changelog {
-                        task: name.clone(),
-                        source: Box::new(source),
-                    })?;
-                restored.push(task);
+                match task.restore(&restorer, &mut |p| metrics::restore_progress(&name, p)) {
+                    Ok(_) => restored.push(task),
+                    Err(ChangelogError::Cancelled { .. }) => unfinished.push(task),
+                    Err(source) => {
+                        return Err(RuntimeError::Changelog {
+                            task: name,
+                            source: Box::new(source),
+                        })
+                    }
+                }
             }
-            Ok(restored)
-        })
-        .await
-        .map_err(|e| RuntimeError::RestoreJoin {
+            Ok((restored, unfinished))
+        });
+        let joined = loop {
+            tokio::select! {
+                joined = &mut job => break joined,
+                event = events.recv() => {
+                    let Some(event) = event else {
+                        cancel.store(true, Ordering::Release);
+                        continue;
+                    };
+                    let stop = match &event {
+                        MembershipEvent::Revoke { tasks } => {
+                            tasks.iter().any(|t| restoring.contains(&t.partition))
+                        }
+                        MembershipEvent::Lost | MembershipEvent::Fatal(_) => true,
+                        _ => false,
+                    };
+                    if stop && !cancel.swap(true, Ordering::AcqRel) {
+                        info!(?event, "membership changed mid-restore: cancelling the restore");
+                    }
+                    self.pending.push_back(event);
+                }
+            }
+        };
+        let (restored, unfinished) = joined.map_err(|e| RuntimeError::RestoreJoin {
             reason: e.to_string(),
-        })?
+        })??;
+        for task in unfinished {
+            info!(task = %task.name, changelog_offset = ?task.changelog_offset(), "restore cancelled; task kept dormant");
+            self.dormant.insert(task.partition(), task);
+        }
+        Ok(restored)
     }
 
     /// Closes `partitions`' tasks: cleanly (snapshot and checkpoint written, kept dormant

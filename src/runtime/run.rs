@@ -14,6 +14,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Message};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::commit::Output;
@@ -84,6 +85,8 @@ pub(super) struct Runtime {
     /// Tasks closed cleanly on revocation, kept with their store so that a later assignment
     /// of the same task restores only the changelog tail.
     pub(super) dormant: BTreeMap<i32, Task>,
+    /// Membership events that arrived while a restore ran, handled before new ones.
+    pub(super) pending: std::collections::VecDeque<MembershipEvent>,
     /// Records handled since the last throughput line, and when that line was logged.
     pub(super) handled: u64,
     pub(super) last_report: Instant,
@@ -230,6 +233,7 @@ pub async fn run(
         changelog_topic,
         tasks: BTreeMap::new(),
         dormant: BTreeMap::new(),
+        pending: std::collections::VecDeque::new(),
         handled: 0,
         last_report: Instant::now(),
     };
@@ -237,11 +241,14 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut next_commit = tokio::time::Instant::now() + rt.config.commit_interval;
     loop {
+        while let Some(event) = rt.pending.pop_front() {
+            rt.handle_event(&consumer, &mut events, event).await?;
+        }
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
             event = events.recv() => match event {
-                Some(event) => rt.handle_event(&consumer, event).await?,
+                Some(event) => rt.handle_event(&consumer, &mut events, event).await?,
                 None => return Err(RuntimeError::MembershipStopped),
             },
             _ = tokio::time::sleep_until(next_commit) => {
@@ -345,10 +352,13 @@ impl Runtime {
     async fn handle_event(
         &mut self,
         consumer: &StreamConsumer,
+        events: &mut mpsc::Receiver<MembershipEvent>,
         event: MembershipEvent,
     ) -> Result<(), RuntimeError> {
         match event {
-            MembershipEvent::Assigned { active, .. } => self.on_assigned(consumer, active).await,
+            MembershipEvent::Assigned { active, .. } => {
+                self.on_assigned(consumer, events, active).await
+            }
             MembershipEvent::Revoke { tasks } => {
                 let partitions: Vec<i32> = tasks.iter().map(|t| t.partition).collect();
                 info!(tasks = ?tasks.iter().map(ToString::to_string).collect::<Vec<_>>(), "revoking tasks: commit and close");

@@ -99,13 +99,32 @@ impl Task {
         progress: &mut dyn FnMut(&RestoreProgress),
     ) -> Result<RestoreOutcome, ChangelogError> {
         let started = Instant::now();
-        let outcome = restorer.restore(
+        let outcome = match restorer.restore(
             self.changelog.topic(),
             self.id.partition,
             self.changelog_offset,
             self.processor.store(),
             progress,
-        )?;
+        ) {
+            Ok(outcome) => outcome,
+            Err(ChangelogError::Cancelled {
+                topic,
+                partition,
+                restored,
+                last_offset,
+            }) => {
+                // The store holds the changelog up to `last_offset`: a later restore of
+                // this task continues from there.
+                self.changelog_offset = last_offset;
+                return Err(ChangelogError::Cancelled {
+                    topic,
+                    partition,
+                    restored,
+                    last_offset,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         self.changelog_offset = outcome.last_offset;
         self.state = TaskState::Running;
         info!(
