@@ -86,7 +86,7 @@ async fn a_rebalance_mid_restore_cancels_it_and_hands_the_tasks_over() -> anyhow
     };
     let a = Worker::start("a", &settings("a"))?;
     common::wait_for("a to start restoring", Duration::from_secs(60), || async {
-        (a.count("restore") > 0 || a.count("task restored") > 0).then_some(())
+        (a.count("task restoring") > 0).then_some(())
     })
     .await
     .with_context(|| a.tail())?;
@@ -124,5 +124,12 @@ async fn a_rebalance_mid_restore_cancels_it_and_hands_the_tasks_over() -> anyhow
     )
     .await
     .with_context(|| format!("--- a ---\n{}\n--- b ---\n{}", a.tail(), b.tail()))?;
+    for line in a
+        .log()
+        .lines()
+        .filter(|l| l.contains("task restor") || l.contains("cancel"))
+    {
+        println!("a: {line}");
+    }
     Ok(())
 }

@@ -99,6 +99,7 @@ impl Task {
         progress: &mut dyn FnMut(&RestoreProgress),
     ) -> Result<RestoreOutcome, ChangelogError> {
         let started = Instant::now();
+        info!(task = %self.name, after = ?self.changelog_offset, "task restoring");
         let outcome = match restorer.restore(
             self.changelog.topic(),
             self.id.partition,
