@@ -44,7 +44,8 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// Users click in bursts: a session per burst, bursts closer than the gap merge.
+/// Users click in bursts: a session per burst, bursts closer than the gap merge. Clicks are
+/// in time order, as a live stream would be, so none is late.
 fn clicks(n: usize, start: i64) -> Vec<(String, i64)> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move |bound: u64| {
@@ -55,7 +56,7 @@ fn clicks(n: usize, start: i64) -> Vec<(String, i64)> {
     };
     let users = 500;
     let mut clock: Vec<i64> = (0..users).map(|_| start + next(600_000) as i64).collect();
-    (0..n)
+    let mut all: Vec<(String, i64)> = (0..n)
         .map(|_| {
             let u = next(users as u64) as usize;
             // Mostly a click seconds after the last one; now and then a pause that ends the
@@ -67,7 +68,9 @@ fn clicks(n: usize, start: i64) -> Vec<(String, i64)> {
             };
             (format!("user-{u:03}"), clock[u])
         })
-        .collect()
+        .collect();
+    all.sort_by_key(|(_, t)| *t);
+    all
 }
 
 struct Worker {
