@@ -125,6 +125,9 @@ impl Restorer {
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "16777216")
             .set("queued.max.messages.kbytes", "262144")
+            // At the end of a partition the broker answers after this long at most: a task
+            // restored second does not wait out the default 500 ms there.
+            .set("fetch.wait.max.ms", "50")
             .set(
                 "isolation.level",
                 if options.read_committed {
