@@ -516,6 +516,26 @@ async fn a_bad_config_value_stops_the_worker_naming_the_key() -> anyhow::Result<
 }
 
 #[tokio::test]
+async fn an_unsupported_security_protocol_stops_the_worker_at_start() -> anyhow::Result<()> {
+    let bootstrap = common::broker();
+    let job = Job::new("worker-sasl").await?;
+    let mut w = Worker::start(
+        "sasl",
+        &[
+            ("bootstrap.servers", bootstrap),
+            ("input.topic", job.input.clone()),
+            ("output.topic", job.output.clone()),
+            ("kafka.security.protocol", "SASL_SSL".into()),
+            ("metrics.addr", String::new()),
+        ],
+    )?;
+    let status = w.wait(Duration::from_secs(60))?;
+    assert!(!status.success());
+    assert!(w.log().contains("SASL_SSL"), "{}", w.log());
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_missing_output_topic_stops_the_worker_naming_it() -> anyhow::Result<()> {
     let bootstrap = common::broker();
     let missing = common::unique("no-such-output");

@@ -45,6 +45,11 @@ pub enum RuntimeError {
         #[source]
         source: KafkaError,
     },
+    #[error("the kafka.* settings of the group connection: {source}")]
+    Connection {
+        #[source]
+        source: crate::protocol::ProtocolError,
+    },
     #[error("reading metadata of topic {topic}: {reason}")]
     Metadata { topic: String, reason: String },
     #[error("transaction: {message}")]

@@ -187,10 +187,12 @@ pub async fn run(
     let connection = ConnectionConfig::from_properties(
         config.kafka.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     )
-    .map_err(|e| RuntimeError::Metadata {
-        topic: config.input_topic.clone(),
-        reason: format!("connection settings: {e}"),
-    })?;
+    .map_err(|source| RuntimeError::Connection { source })?;
+    // The group connection speaks PLAINTEXT only for now: refuse other security protocols
+    // at start instead of retrying a connection that cannot succeed.
+    connection
+        .check_supported()
+        .map_err(|source| RuntimeError::Connection { source })?;
     let topology = session_count_topology(
         &config.input_topic,
         &changelog_topic,
