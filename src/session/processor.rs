@@ -8,9 +8,12 @@
 //! `end >= t - gap` and `start <= t + gap`; fold them into `initializer()` with the merger
 //! (store order) while widening `[t, t]` to cover them. If the merged `end < close`, the
 //! record is late: it is counted and nothing changes. Otherwise the aggregator folds the
-//! record in, the merged session is put, and only then every found session whose key is
-//! not the merged key is removed (DESIGN §4 put-first: the changelog and output carry the
-//! new session before the tombstones of the ones it replaces). Kafka removes first.
+//! record in, and the found sessions whose key is not the merged key are removed and the
+//! merged session put in one store step ([`SessionStore::replace_raw_key`]): the store is
+//! written in Kafka's order (removes first, so a replaced session's tombstone is judged
+//! against the expiry clock before the merged end moves it), while the changelog and
+//! output carry the new session before the tombstones of the ones it replaces (DESIGN §4
+//! put-first).
 
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
@@ -171,14 +174,10 @@ impl<A, I, G, M> SessionWindowAggregate<A, I, G, M> {
         agg = self.aggregator.aggregate(key, value, agg);
         append_suffix(&mut self.key_buf, start, end);
         let merged_key = Bytes::copy_from_slice(&self.key_buf);
-        store.put_raw_key(merged_key.clone(), &agg, context.clone())?;
-        let mut replaced = 0;
-        for raw_key in self.replaced.drain(..) {
-            if raw_key != merged_key {
-                store.remove_raw_key(raw_key, context.clone())?;
-                replaced += 1;
-            }
-        }
+        self.replaced.retain(|k| *k != merged_key);
+        let replaced = self.replaced.len();
+        store.replace_raw_key(merged_key, &agg, &self.replaced, context)?;
+        self.replaced.clear();
         self.metrics.processed += 1;
         Ok(Outcome::Aggregated {
             start,
@@ -506,6 +505,31 @@ mod tests {
             vec![s("a", 92, 92, Some(1))]
         );
         assert_eq!(sessions(&mut store, "a"), vec![(92, 92, 1)]);
+    }
+
+    /// gap 10, grace 0 (retention 10): a@0, then a@10 finds [0,0] exactly a gap behind and
+    /// merges it into [0,10]. Kafka Streams 4.4.0 removes [0,0] before it puts [0,10], so
+    /// the store still shows [0,0] (clock 0) when its tombstone reads `old`: the tombstone
+    /// is written. Putting [0,10] first would move the clock to 10 and expire [0,0]
+    /// (0 <= 10 - 10): no tombstone, a stale [0,0] = 1 in the changelog and the output.
+    /// Found by the randomized run against Kafka Streams (`JEQ_RANDOM_SEEDS`).
+    #[test]
+    fn a_session_a_gap_behind_gets_its_tombstone_with_grace_zero() {
+        for budget in [0, usize::MAX] {
+            let (mut step, mut store) = setup_with_budget(10, 0, budget);
+            let s = |k: &str, start, end, n| (k.to_string(), start, end, n);
+            assert_eq!(
+                rec_flushed(&mut step, &mut store, "a", 0),
+                vec![s("a", 0, 0, Some(1))]
+            );
+            assert_eq!(
+                rec_flushed(&mut step, &mut store, "a", 10),
+                vec![s("a", 0, 10, Some(2)), s("a", 0, 0, None)],
+                "budget {budget}: the merged session first (put-first), then the tombstone"
+            );
+            assert_eq!(store.bytes().observed_end(), Some(10));
+            assert_eq!(sessions(&mut store, "a"), vec![(0, 10, 2)]);
+        }
     }
 
     #[test]

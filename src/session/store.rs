@@ -215,6 +215,21 @@ where
             .map_err(|e| self.store_error(e))
     }
 
+    /// Stages one merge step under encoded keys: the removal of `removed`, then `value`
+    /// for `merged` (see [`CachingSessionStore::replace`]).
+    pub fn replace_raw_key(
+        &mut self,
+        merged: Bytes,
+        value: &V,
+        removed: &[Bytes],
+        context: RecordContext,
+    ) -> Result<(), SessionError> {
+        let raw_value = self.value_serde.serialize(value);
+        self.bytes
+            .replace(merged, raw_value, removed, context)
+            .map_err(|e| self.store_error(e))
+    }
+
     /// Stages the removal of session `[start, end]` of `key`.
     pub fn remove(
         &mut self,

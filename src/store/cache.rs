@@ -247,6 +247,22 @@ impl NamedCache {
         self.evict_while_over_budget(on_flush);
     }
 
+    /// [`put`](Self::put) of several entries with one eviction pass after the last: they
+    /// enter the dirty order together, in the order given, and an eviction flush hands
+    /// them to `on_flush` all at once (one processing step's writes, see
+    /// `CachingSessionStore::replace`).
+    pub fn put_all(
+        &mut self,
+        entries: impl IntoIterator<Item = (Bytes, Option<Bytes>)>,
+        context: RecordContext,
+        on_flush: &mut dyn FnMut(Vec<DirtyEntry>),
+    ) {
+        for (key, value) in entries {
+            self.insert(key, value, true, context.clone());
+        }
+        self.evict_while_over_budget(on_flush);
+    }
+
     fn insert(&mut self, key: Bytes, value: Option<Bytes>, dirty: bool, context: RecordContext) {
         let size = entry_size(&key, value.as_ref(), &context);
         let lru_seq = self.bump();

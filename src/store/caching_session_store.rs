@@ -359,6 +359,44 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         self.stage(key, None, context)
     }
 
+    /// One merge step: stages tombstones for `removed` and then `value` for `merged`, all
+    /// with `context`, as Kafka Streams' aggregate does (remove first, then put), with one
+    /// eviction pass after the last. So the inner store, and its expiry clock, see the
+    /// tombstones before the merged session: a replaced session is still shown when its
+    /// tombstone reads `old`, however far `merged` moves the clock (with grace 0 a session
+    /// exactly a gap behind the record is found, and expired once the merged end is
+    /// written). What is returned to the caller still has the merged session first (see
+    /// [`write_through`]: DESIGN §4 put-first for the changelog and the output).
+    pub fn replace(
+        &mut self,
+        merged: Bytes,
+        value: Bytes,
+        removed: &[Bytes],
+        context: RecordContext,
+    ) -> Result<(), StoreError> {
+        session_schema::session_end_of(&merged)?;
+        for key in removed {
+            session_schema::session_end_of(key)?;
+        }
+        let mut failure = None;
+        let Self {
+            cache,
+            inner,
+            evicted,
+            ..
+        } = self;
+        let entries = removed
+            .iter()
+            .map(|k| (k.clone(), None))
+            .chain(std::iter::once((merged, Some(value))));
+        cache.put_all(entries, context, &mut |dirty: Vec<DirtyEntry>| {
+            if failure.is_none() {
+                failure = write_through(inner, dirty, evicted).err();
+            }
+        });
+        failure.map_or(Ok(()), Err)
+    }
+
     /// Writes every dirty entry through (see [`flush_with_old`](Self::flush_with_old)) and
     /// returns them as clean cache entries, eviction-flushed ones first.
     pub fn flush(&mut self) -> Result<Vec<(Bytes, CacheEntry)>, StoreError> {
@@ -486,6 +524,9 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 
 /// Writes dirty entries through to `inner` in order, appending what was written to `out`
 /// (Java's `CachingSessionStore.putAndMaybeForward`: read old, skip if both absent, put).
+/// A put goes into `out` ahead of the tombstones just before it with the same context (the
+/// sessions a [`replace`](CachingSessionStore::replace) merged away): the inner store is
+/// written in Kafka Streams' order, the changelog and output in DESIGN §4's put-first order.
 fn write_through<S: ByteKeyValueStore>(
     inner: &mut Inner<S>,
     dirty: Vec<DirtyEntry>,
@@ -501,12 +542,25 @@ fn write_through<S: ByteKeyValueStore>(
             Some(v) => inner.put(key.clone(), end, v.clone())?,
             None => inner.delete(&key, end)?,
         }
-        out.push(FlushedEntry {
-            key,
-            old,
-            new: entry.value,
-            context: entry.context,
-        });
+        let at = if entry.value.is_some() {
+            let replaced = out
+                .iter()
+                .rev()
+                .take_while(|f| f.new.is_none() && f.context == entry.context)
+                .count();
+            out.len() - replaced
+        } else {
+            out.len()
+        };
+        out.insert(
+            at,
+            FlushedEntry {
+                key,
+                old,
+                new: entry.value,
+                context: entry.context,
+            },
+        );
     }
     Ok(())
 }

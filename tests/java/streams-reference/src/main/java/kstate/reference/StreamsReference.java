@@ -7,6 +7,7 @@ import java.util.TreeMap;
 import java.util.concurrent.CountDownLatch;
 
 import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.common.utils.Bytes;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
@@ -17,6 +18,7 @@ import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Produced;
 import org.apache.kafka.streams.kstream.SessionWindows;
 import org.apache.kafka.streams.kstream.WindowedSerdes;
+import org.apache.kafka.streams.state.SessionStore;
 
 /**
  * The ground truth kstate is compared with: a session-windowed count per key,
@@ -24,14 +26,15 @@ import org.apache.kafka.streams.kstream.WindowedSerdes;
  * <pre>
  * stream(input, String/byte[]).groupByKey()
  *     .windowedBy(SessionWindows.ofInactivityGapAndGrace(gap, grace))
- *     .count(Materialized.as(store))
+ *     .count(materialized)
  *     .toStream().to(output, SessionWindowedSerde(String) / Long)
  * </pre>
  *
  * run with the streams group protocol (KIP-1071).
  *
  * <p>Arguments are {@code key=value} pairs. The application keys are {@code input},
- * {@code output}, {@code store} (default {@code counts}), {@code gap.ms} and {@code grace.ms};
+ * {@code output}, {@code store} (default {@code counts}), {@code gap.ms}, {@code grace.ms} and
+ * {@code retention.ms} (optional: the store's retention, default gap + grace);
  * every other pair is a {@link StreamsConfig} property ({@code application.id},
  * {@code bootstrap.servers}, {@code processing.guarantee}, {@code commit.interval.ms},
  * {@code statestore.cache.max.bytes}, {@code state.dir}, ...), {@code group.protocol}
@@ -62,7 +65,9 @@ public final class StreamsReference {
         String store = conf.getOrDefault("store", "counts");
         Duration gap = Duration.ofMillis(Long.parseLong(required(conf, "gap.ms")));
         Duration grace = Duration.ofMillis(Long.parseLong(required(conf, "grace.ms")));
-        for (String appKey : new String[] {"input", "output", "store", "gap.ms", "grace.ms"}) {
+        String retention = conf.get("retention.ms");
+        for (String appKey :
+                new String[] {"input", "output", "store", "gap.ms", "grace.ms", "retention.ms"}) {
             conf.remove(appKey);
         }
         required(conf, StreamsConfig.APPLICATION_ID_CONFIG);
@@ -72,11 +77,16 @@ public final class StreamsReference {
         props.put(StreamsConfig.GROUP_PROTOCOL_CONFIG, "streams");
         props.putAll(conf);
 
+        Materialized<String, Long, SessionStore<Bytes, byte[]>> materialized =
+                Materialized.as(store);
+        if (retention != null) {
+            materialized = materialized.withRetention(Duration.ofMillis(Long.parseLong(retention)));
+        }
         StreamsBuilder builder = new StreamsBuilder();
         builder.stream(input, Consumed.with(Serdes.String(), Serdes.ByteArray()))
                 .groupByKey()
                 .windowedBy(SessionWindows.ofInactivityGapAndGrace(gap, grace))
-                .count(Materialized.as(store))
+                .count(materialized)
                 .toStream()
                 .to(output, Produced.with(
                         WindowedSerdes.sessionWindowedSerdeFrom(String.class), Serdes.Long()));
