@@ -11,8 +11,11 @@
 //! checking the restored session count. Either way it needs the broker at
 //! `KAFKA_BOOTSTRAP` (default `127.0.0.1:9092`) and fails clearly when none answers.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use bytes::Bytes;
@@ -83,12 +86,6 @@ fn broker() -> anyhow::Result<String> {
     Ok(addr)
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// xorshift64*: the same workload on every run.
 struct Rng(u64);
 
@@ -107,7 +104,7 @@ impl Rng {
 /// old-stamped records). Returns how many sessions are live at the end.
 async fn fill(writer: &mut ChangelogWriter, n: usize) -> anyhow::Result<usize> {
     let users = (n as u64 / 10).max(10);
-    let base = now_ms();
+    let base = common::now_ms();
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     // Live sessions and their current count; the Vec allows picking one at random.
     let mut live: Vec<(Bytes, u64)> = Vec::new();
@@ -220,7 +217,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
-    let millis = now_ms();
+    let millis = common::now_ms();
     let app = format!("restore-bench-{}-{millis}", std::process::id());
     let topic = changelog_topic_name(&app, "sessions");
     let (expected, produce_elapsed) = runtime.block_on(async {

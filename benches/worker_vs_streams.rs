@@ -22,17 +22,10 @@ const PARTITIONS: i32 = 4;
 const GAP: i64 = 30_000;
 const GRACE: i64 = 10_000;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 /// 10,000 users clicking in sessions, in time order per user.
 fn clicks(n: usize) -> Vec<Click> {
     let users = 10_000u64;
-    let start = now_ms() - 6 * 3_600_000;
+    let start = common::now_ms() - 6 * 3_600_000;
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut clock = vec![start; users as usize];
     (0..n)

@@ -39,7 +39,12 @@ fn store(cache_bytes: usize) -> Store {
 /// and the changelog's `delete` policy would drop records stamped far in the past.
 fn ctx(offset: i64, timestamp: i64) -> RecordContext {
     static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    RecordContext::new("input", 0, offset, BASE.get_or_init(now_ms) + timestamp)
+    RecordContext::new(
+        "input",
+        0,
+        offset,
+        BASE.get_or_init(common::now_ms) + timestamp,
+    )
 }
 
 struct Changelog {
@@ -144,6 +149,38 @@ async fn log_flush(store: &mut Store, writer: &mut ChangelogWriter) -> anyhow::R
             .await?;
     }
     Ok(flushed.len())
+}
+
+/// Puts sessions `{prefix}{i}` over `[i, i]` for `i` in `0..n`, each with `value`, at
+/// offset and timestamp `i`.
+fn put_sessions(
+    store: &mut Store,
+    prefix: &str,
+    n: i64,
+    value: &'static [u8],
+) -> anyhow::Result<()> {
+    for i in 0..n {
+        store.put(
+            session_key(format!("{prefix}{i}").as_bytes(), i, i),
+            Bytes::from_static(value),
+            ctx(i, i),
+        )?;
+    }
+    Ok(())
+}
+
+/// [`put_sessions`], then sends what the store flushed to the changelog and waits for it.
+async fn put_and_log(
+    store: &mut Store,
+    writer: &mut ChangelogWriter,
+    prefix: &str,
+    n: i64,
+    value: &'static [u8],
+) -> anyhow::Result<()> {
+    put_sessions(store, prefix, n, value)?;
+    log_flush(store, writer).await?;
+    writer.flush().await?;
+    Ok(())
 }
 
 fn contents(store: &Store) -> anyhow::Result<BTreeMap<Bytes, Bytes>> {
@@ -326,7 +363,7 @@ async fn restore_after_compaction_equals_the_original() -> anyhow::Result<()> {
             // earlier ones become cleanable.
             let mut w = log.writer();
             let filler = session_key(b"zz-roll", 0, 1);
-            w.send(&filler, Some(b"x"), now_ms()).await.ok()?;
+            w.send(&filler, Some(b"x"), common::now_ms()).await.ok()?;
             w.flush().await.ok()?;
             let n = log.read_all().ok()?.len();
             (n < produced).then_some(n)
@@ -342,27 +379,12 @@ async fn restore_after_compaction_equals_the_original() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn restore_from_a_checkpoint_applies_only_the_tail() -> anyhow::Result<()> {
     let log = Changelog::new("restore-checkpoint", &[]).await?;
     let mut writer = log.writer();
     let mut original = store(1 << 20);
-    for i in 0..300i64 {
-        original.put(
-            session_key(format!("k{i}").as_bytes(), i, i),
-            Bytes::from_static(b"a"),
-            ctx(i, i),
-        )?;
-    }
-    log_flush(&mut original, &mut writer).await?;
-    writer.flush().await?;
+    put_and_log(&mut original, &mut writer, "k", 300, b"a").await?;
 
     let (restored, first, _) = log.restore(store(1 << 20), None).await?;
     let checkpoint = first.last_offset.context("first restore read nothing")?;
@@ -373,13 +395,7 @@ async fn restore_from_a_checkpoint_applies_only_the_tail() -> anyhow::Result<()>
     cp.set(&log.topic, 0, checkpoint);
     cp.write(&path)?;
 
-    for i in 0..40i64 {
-        original.put(
-            session_key(format!("tail{i}").as_bytes(), i, i),
-            Bytes::from_static(b"b"),
-            ctx(i, i),
-        )?;
-    }
+    put_sessions(&mut original, "tail", 40, b"b")?;
     original.remove(session_key(b"k0", 0, 0), ctx(0, 0))?;
     log_flush(&mut original, &mut writer).await?;
     writer.flush().await?;
@@ -431,15 +447,7 @@ async fn records_produced_after_the_end_offset_was_captured_are_not_applied() ->
     let log = Changelog::new("restore-end-offset", &[]).await?;
     let mut writer = log.writer();
     let mut original = store(1 << 20);
-    for i in 0..100i64 {
-        original.put(
-            session_key(format!("k{i}").as_bytes(), i, i),
-            Bytes::from_static(b"a"),
-            ctx(i, i),
-        )?;
-    }
-    log_flush(&mut original, &mut writer).await?;
-    writer.flush().await?;
+    put_and_log(&mut original, &mut writer, "k", 100, b"a").await?;
 
     let target = ProducingTarget {
         store: store(1 << 20),
@@ -463,30 +471,14 @@ async fn checkpoint_below_the_log_start_restores_everything_again() -> anyhow::R
     let log = Changelog::new("restore-log-start", &[]).await?;
     let mut writer = log.writer();
     let mut original = store(1 << 20);
-    for i in 0..50i64 {
-        original.put(
-            session_key(format!("old{i}").as_bytes(), i, i),
-            Bytes::from_static(b"a"),
-            ctx(i, i),
-        )?;
-    }
-    log_flush(&mut original, &mut writer).await?;
-    writer.flush().await?;
+    put_and_log(&mut original, &mut writer, "old", 50, b"a").await?;
     let (stale, first, _) = log.restore(store(1 << 20), None).await?;
     let checkpoint = first.last_offset.context("nothing restored")?;
 
     // The retained tail re-puts part of the state; everything before it is deleted, as
     // retention would, moving the log start past the checkpoint.
     let mut tail = store(1 << 20);
-    for i in 0..10i64 {
-        tail.put(
-            session_key(format!("new{i}").as_bytes(), i, i),
-            Bytes::from_static(b"b"),
-            ctx(i, i),
-        )?;
-    }
-    log_flush(&mut tail, &mut writer).await?;
-    writer.flush().await?;
+    put_and_log(&mut tail, &mut writer, "new", 10, b"b").await?;
     let mut before = TopicPartitionList::new();
     before.add_partition_offset(&log.topic, 0, Offset::Offset(50))?;
     let opts = rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

@@ -35,7 +35,7 @@ mod random;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use common::java::JavaApp;
@@ -552,10 +552,6 @@ fn high_watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<BTreeMap<i32,
         .collect()
 }
 
-fn now_ms() -> anyhow::Result<i64> {
-    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64)
-}
-
 fn guarantee(s: Settings) -> &'static str {
     if s.eos {
         "exactly_once_v2"
@@ -1011,7 +1007,7 @@ fn kstate_output_equals_kafka_streams() -> anyhow::Result<()> {
     JavaApp::build()?;
     let built = started.elapsed();
 
-    let now = now_ms()?;
+    let now = common::now_ms();
     // Whole seconds in the past, within the topics' retention, clear of each other.
     let base = (now - 6 * 3_600_000) / 1_000 * 1_000;
     let clicks = click_stream(40, 60, now - 3_600_000, 10_000, 20_000, true, 7);
@@ -1095,7 +1091,7 @@ fn random_workloads() -> anyhow::Result<()> {
     let bootstrap = common::broker();
     JavaApp::build()?;
     // Every workload spans less than 6 h; the changelogs keep a day (+ retention).
-    let base = (now_ms()? - 7 * 3_600_000) / 1_000 * 1_000;
+    let base = (common::now_ms() - 7 * 3_600_000) / 1_000 * 1_000;
     let mut workloads = Vec::new();
     for path in case.iter().flat_map(|c| c.split(',')) {
         let text = std::fs::read_to_string(path).with_context(|| path.to_string())?;

@@ -9,13 +9,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use common::java::JavaApp;
 use kstate::protocol::{BrokerConnection, ConnectionConfig, KeyValue};
 use rdkafka::admin::ConfigSource;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -139,121 +137,13 @@ fn session_key(key: &str, start: i64, end: i64) -> Vec<u8> {
     out
 }
 
-/// The running reference app; SIGTERM on drop, SIGKILL if it has not exited in 30 s.
-struct JavaApp {
-    child: Child,
-    output: Arc<Mutex<Vec<String>>>,
-    state_dir: PathBuf,
-}
+/// Removes the Java app's state directory when dropped; declared before the app, so it is
+/// dropped after the app has been terminated.
+struct RemoveDirOnDrop(PathBuf);
 
-impl JavaApp {
-    fn script() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/java-streams")
-    }
-
-    /// Builds the app (once; Maven may need a while on a fresh machine, so this has no
-    /// deadline of its own beyond Maven's).
-    fn build() -> anyhow::Result<()> {
-        let status = Command::new(Self::script())
-            .env("JAVA_STREAMS_BUILD_ONLY", "1")
-            .stdout(Stdio::null())
-            .status()
-            .context("running scripts/java-streams")?;
-        ensure!(
-            status.success(),
-            "scripts/java-streams could not build the app: {status}"
-        );
-        Ok(())
-    }
-
-    fn spawn(args: &[String], state_dir: PathBuf) -> anyhow::Result<JavaApp> {
-        let mut child = Command::new(Self::script())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawning scripts/java-streams")?;
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let started = Instant::now();
-        for (stream, name) in [
-            (
-                child
-                    .stdout
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-                "out",
-            ),
-            (
-                child
-                    .stderr
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-                "err",
-            ),
-        ] {
-            let Some(stream) = stream else { continue };
-            let output = Arc::clone(&output);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let line = format!(
-                        "[java {name} {:>6} ms] {line}",
-                        started.elapsed().as_millis()
-                    );
-                    println!("{line}");
-                    output.lock().expect("output lock").push(line);
-                }
-            });
-        }
-        Ok(JavaApp {
-            child,
-            output,
-            state_dir,
-        })
-    }
-
-    fn said(&self, needle: &str) -> bool {
-        self.output
-            .lock()
-            .expect("output lock")
-            .iter()
-            .any(|l| l.contains(needle))
-    }
-
-    /// Fails if the app has exited (it should run until told to stop).
-    fn check_alive(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!("the Java reference app exited early: {status}");
-        }
-        Ok(())
-    }
-
-    /// SIGTERM, then waits up to `timeout` for the exit. Returns the exit status, `None`
-    /// if it had to be killed.
-    fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Some(status);
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for JavaApp {
+impl Drop for RemoveDirOnDrop {
     fn drop(&mut self) {
-        self.terminate(Duration::from_secs(30));
-        let _ = std::fs::remove_dir_all(&self.state_dir);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -310,8 +200,7 @@ async fn java_kafka_streams_session_counts_are_the_reference() -> anyhow::Result
     common::create_topic(&bootstrap, &output, OUTPUT_PARTITIONS, &[]).await?;
 
     // Timestamps: a whole second an hour back, inside any broker's timestamp bounds.
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
-    let base = (now - 3_600_000) / 1_000 * 1_000;
+    let base = (common::now_ms() - 3_600_000) / 1_000 * 1_000;
 
     // Produce the input in order, each key on the partition Java's default partitioner
     // would pick, one record at a time so the order within a partition is the list's.
@@ -338,7 +227,8 @@ async fn java_kafka_streams_session_counts_are_the_reference() -> anyhow::Result
     }
 
     let state_dir = std::env::temp_dir().join(&app);
-    let args: Vec<String> = [
+    let state_dir = RemoveDirOnDrop(state_dir);
+    let args = [
         ("application.id", app.clone()),
         ("bootstrap.servers", bootstrap.clone()),
         ("input", input.clone()),
@@ -349,13 +239,10 @@ async fn java_kafka_streams_session_counts_are_the_reference() -> anyhow::Result
         ("processing.guarantee", "at_least_once".to_string()),
         ("commit.interval.ms", "100".to_string()),
         ("statestore.cache.max.bytes", "0".to_string()),
-        ("state.dir", state_dir.display().to_string()),
-    ]
-    .iter()
-    .map(|(k, v)| format!("{k}={v}"))
-    .collect();
+        ("state.dir", state_dir.0.display().to_string()),
+    ];
     let spawned = Instant::now();
-    let mut java = JavaApp::spawn(&args, state_dir)?;
+    let mut java = JavaApp::spawn(&app, &args)?;
 
     // Read the output until Java has committed every input record (at-least-once: its
     // output is flushed before the commit) and the whole output up to its end has been
@@ -423,12 +310,15 @@ async fn java_kafka_streams_session_counts_are_the_reference() -> anyhow::Result
         if Instant::now() >= deadline {
             bail!(
                 "within {JAVA_DEADLINE:?} Java did not commit all input and emit every \
-                 expected session: committed {committed}, view {:?}, expected {:?}",
+                 expected session: committed {committed}, view {:?}, expected {:?}\n{}",
                 show(&view.compacted()),
-                show(&expected)
+                show(&expected),
+                java.tail()
             );
         }
     };
+
+    println!("Java output so far (last lines):\n{}", java.tail());
 
     // Byte for byte: exactly the expected sessions, nothing else.
     let compacted = view.compacted();

@@ -21,13 +21,6 @@ const GRACE: i64 = 20_000;
 /// Changelog records per partition: enough that a restore takes seconds in a debug build.
 const CHANGELOG_RECORDS: i64 = 250_000;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_rebalance_mid_restore_cancels_it_and_hands_the_tasks_over() -> anyhow::Result<()> {
     let bootstrap = common::broker();
@@ -50,7 +43,7 @@ async fn a_rebalance_mid_restore_cancels_it_and_hands_the_tasks_over() -> anyhow
     )
     .await?;
     let producer: FutureProducer = producer_config(&bootstrap, &[]).create()?;
-    let base = now_ms() - 7_200_000;
+    let base = common::now_ms() - 7_200_000;
     for p in 0..PARTITIONS {
         let mut writer = ChangelogWriter::new(producer.clone(), changelog.clone(), p);
         for i in 0..CHANGELOG_RECORDS {
@@ -111,7 +104,7 @@ async fn a_rebalance_mid_restore_cancels_it_and_hands_the_tasks_over() -> anyhow
     );
 
     // The state both restored is whole: new input merges with it and the output is right.
-    let clicks = click_stream(20, 10, now_ms() - 3_600_000, GAP, GRACE, false, 3);
+    let clicks = click_stream(20, 10, common::now_ms() - 3_600_000, GAP, GRACE, false, 3);
     produce(&bootstrap, &input, PARTITIONS, &clicks).await?;
     let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
     common::wait_for(

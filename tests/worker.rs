@@ -123,13 +123,6 @@ impl Job {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 /// The sessions are those of the reference and no count is below it; the excess of all
 /// counts together is at most `max_excess` (records processed twice after a crash).
 fn at_least_once_matches(view: &View, reference: &View, max_excess: i64) -> bool {
@@ -153,7 +146,7 @@ async fn wait_running(worker: &Worker, tasks: usize) -> anyhow::Result<()> {
 #[tokio::test]
 async fn one_worker_counts_sessions_like_the_reference() -> anyhow::Result<()> {
     let job = Job::new("worker-one").await?;
-    let clicks = click_stream(40, 30, now_ms() - 3_600_000, GAP, GRACE, true, 11);
+    let clicks = click_stream(40, 30, common::now_ms() - 3_600_000, GAP, GRACE, true, 11);
     let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
     job.produce(&clicks).await?;
     let mut worker = job.worker("solo", "at_least_once")?;
@@ -184,7 +177,7 @@ async fn one_worker_counts_sessions_like_the_reference() -> anyhow::Result<()> {
 #[tokio::test]
 async fn output_partitions_and_timestamps_follow_kafka_streams() -> anyhow::Result<()> {
     let job = Job::new("worker-bytes").await?;
-    let base = now_ms() - 600_000;
+    let base = common::now_ms() - 600_000;
     let clicks: Vec<Click> = [
         ("alice", 0),
         ("bob", 1_000),
@@ -224,7 +217,7 @@ async fn survivor_restores_a_killed_peer(guarantee: &str) -> anyhow::Result<()> 
         "worker-kill"
     })
     .await?;
-    let clicks = click_stream(60, 40, now_ms() - 3_600_000, GAP, GRACE, false, 23);
+    let clicks = click_stream(60, 40, common::now_ms() - 3_600_000, GAP, GRACE, false, 23);
     let (first, second) = clicks.split_at(clicks.len() / 2);
     let reference_first = reference_by_partition(first, PARTITIONS, GAP, GRACE);
     let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
@@ -319,7 +312,7 @@ async fn survivor_restores_a_killed_worker_exactly_once() -> anyhow::Result<()> 
 #[tokio::test]
 async fn sigterm_leaves_cleanly_and_the_peer_takes_over() -> anyhow::Result<()> {
     let job = Job::new("worker-term").await?;
-    let clicks = click_stream(30, 20, now_ms() - 3_600_000, GAP, GRACE, false, 5);
+    let clicks = click_stream(30, 20, common::now_ms() - 3_600_000, GAP, GRACE, false, 5);
     let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
     job.produce(&clicks).await?;
     let mut a = job.worker("a", "at_least_once")?;
@@ -341,7 +334,7 @@ async fn sigterm_leaves_cleanly_and_the_peer_takes_over() -> anyhow::Result<()> 
     wait_running(&b, 4).await?;
     println!("peer runs all tasks {:?} after SIGTERM", stopped.elapsed());
     // More input after the hand-over is counted by the survivor.
-    let more: Vec<Click> = click_stream(30, 5, now_ms() - 1_800_000, GAP, GRACE, false, 6);
+    let more: Vec<Click> = click_stream(30, 5, common::now_ms() - 1_800_000, GAP, GRACE, false, 6);
     job.produce(&more).await?;
     let all: Vec<Click> = clicks.iter().chain(&more).cloned().collect();
     let reference = reference_by_partition(&all, PARTITIONS, GAP, GRACE);
@@ -355,7 +348,7 @@ async fn sigterm_leaves_cleanly_and_the_peer_takes_over() -> anyhow::Result<()> 
 #[tokio::test]
 async fn a_restarted_worker_resumes_without_counting_twice() -> anyhow::Result<()> {
     let job = Job::new("worker-restart").await?;
-    let clicks = click_stream(30, 20, now_ms() - 3_600_000, GAP, GRACE, false, 9);
+    let clicks = click_stream(30, 20, common::now_ms() - 3_600_000, GAP, GRACE, false, 9);
     let (first, second) = clicks.split_at(clicks.len() / 2);
     job.produce(first).await?;
     let mut w = job.worker("w", "exactly_once_v2")?;
@@ -411,7 +404,7 @@ fn restores(worker: &Worker) -> Vec<(String, u64, i64, bool)> {
 #[tokio::test]
 async fn a_clean_restart_loads_snapshots_and_restores_only_the_tail() -> anyhow::Result<()> {
     let job = Job::new("worker-snapshot").await?;
-    let clicks = click_stream(40, 30, now_ms() - 3_600_000, GAP, GRACE, false, 31);
+    let clicks = click_stream(40, 30, common::now_ms() - 3_600_000, GAP, GRACE, false, 31);
     let thirds: Vec<&[Click]> = clicks.chunks(clicks.len().div_ceil(3)).collect();
     let changelog = format!("{}-counts-changelog", job.app);
     let task_dir = |p: i32| job.state.join("w").join(&job.app).join(format!("0_{p}"));
