@@ -205,25 +205,7 @@ mod tests {
     type CountStep = SessionWindowAggregate<i64, Count, Count, Count>;
 
     fn setup(gap: u64, grace: u64) -> (CountStep, Counts) {
-        let windows = SessionWindows::new(
-            Duration::from_millis(gap),
-            Duration::from_millis(grace),
-            None,
-        )
-        .expect("windows");
-        let store = SessionStore::for_windows(
-            "counts",
-            CacheBudget::new(usize::MAX),
-            InMemoryBytesStore::new(),
-            &windows,
-            StringSerde,
-            LongSerde,
-        )
-        .expect("store");
-        (
-            SessionWindowAggregate::new(windows, Count, Count, Count),
-            store,
-        )
+        setup_with_budget(gap, grace, usize::MAX)
     }
 
     fn rec(step: &mut CountStep, store: &mut Counts, key: &str, t: i64) -> Outcome {
