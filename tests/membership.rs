@@ -407,6 +407,9 @@ async fn a_member_leaving_hands_its_tasks_over_within_a_few_heartbeats() -> anyh
     let mut app = App::new(&bootstrap, "member-leave");
     app.two_members_split().await?;
     let start = Instant::now();
+    // A runtime commits and closes its tasks before it leaves (the leave emits no Revoke),
+    // so the member owns nothing once it calls `leave`: the peer may own them at once.
+    app.members[0].active.clear();
     let outcome = app.members[0].handle.leave(Duration::from_secs(5)).await;
     assert_eq!(outcome, LeaveOutcome::Left);
     let left_in = start.elapsed();
