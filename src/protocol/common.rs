@@ -179,6 +179,22 @@ pub(crate) mod testing {
 
     use super::*;
 
+    /// Encodes `m` at `version`, checking that `compute_size` agrees with what was written.
+    pub fn encode<M: crate::protocol::WireMessage>(m: &M, version: i16) -> Vec<u8> {
+        let mut buf = bytes::BytesMut::new();
+        m.encode(&mut buf, version);
+        assert_eq!(buf.len(), m.compute_size(version), "compute_size");
+        buf.to_vec()
+    }
+
+    /// A task list entry.
+    pub fn tasks(sub: &str, partitions: &[i32]) -> TaskIds {
+        TaskIds {
+            subtopology_id: sub.into(),
+            partitions: partitions.to_vec(),
+        }
+    }
+
     /// Decodes a hex fixture (one line of lowercase hex, trailing newline allowed).
     pub fn hex(text: &str) -> Vec<u8> {
         let text = text.trim();

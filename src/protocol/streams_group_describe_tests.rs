@@ -1,26 +1,11 @@
 //! Tests of the StreamsGroupDescribe codec: golden bytes from kafka-clients 4.4.0
 //! (`tests/golden/`), totality on malformed input, and round trips.
 
-use bytes::BytesMut;
 use proptest::prelude::*;
 
 use super::*;
 use crate::protocol::common::testing::*;
 use crate::protocol::error::DecodeErrorKind;
-
-fn encode<M: WireMessage>(m: &M, version: i16) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    m.encode(&mut buf, version);
-    assert_eq!(buf.len(), m.compute_size(version), "compute_size");
-    buf.to_vec()
-}
-
-fn tasks(sub: &str, partitions: &[i32]) -> TaskIds {
-    TaskIds {
-        subtopology_id: sub.into(),
-        partitions: partitions.to_vec(),
-    }
-}
 
 fn fixture(name: &str) -> Vec<u8> {
     hex(match name {

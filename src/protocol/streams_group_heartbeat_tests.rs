@@ -1,7 +1,6 @@
 //! Tests of the StreamsGroupHeartbeat codec: golden bytes from kafka-clients 4.4.0
 //! (`tests/golden/`), totality on malformed input, and round trips.
 
-use bytes::BytesMut;
 use proptest::prelude::*;
 
 use super::*;
@@ -10,20 +9,6 @@ use crate::protocol::error::DecodeErrorKind;
 
 const MEMBER: &str = "5b0c7a3e-6f2d-4a8e-9b1c-0d2e3f4a5b6c";
 const PROCESS: &str = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
-
-fn encode<M: WireMessage>(m: &M, version: i16) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    m.encode(&mut buf, version);
-    assert_eq!(buf.len(), m.compute_size(version), "compute_size");
-    buf.to_vec()
-}
-
-fn tasks(sub: &str, partitions: &[i32]) -> TaskIds {
-    TaskIds {
-        subtopology_id: sub.into(),
-        partitions: partitions.to_vec(),
-    }
-}
 
 /// Mirrors `Golden.heartbeatJoin()`.
 fn join_request() -> StreamsGroupHeartbeatRequest {
