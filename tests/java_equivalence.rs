@@ -391,16 +391,6 @@ fn split_key(key: &[u8]) -> (&[u8], i64, i64) {
     (&key[..n], time(n + 8), time(n))
 }
 
-fn describe_key(key: &[u8]) -> String {
-    if key.len() < 16 {
-        return format!("{key:?}");
-    }
-    let (inner, times) = key.split_at(key.len() - 16);
-    let end = i64::from_be_bytes(times[..8].try_into().unwrap_or_default());
-    let start = i64::from_be_bytes(times[8..].try_into().unwrap_or_default());
-    format!("{}[{start},{end}]", String::from_utf8_lossy(inner))
-}
-
 fn describe_value(value: &Option<Vec<u8>>) -> String {
     match value {
         None => "tombstone".into(),
@@ -464,7 +454,7 @@ fn diff_as<V: PartialEq + std::fmt::Debug>(
         .map(|k| {
             format!(
                 "{}: {left} {:?}, {right} {:?}",
-                describe_key(k),
+                common::describe_session_key(k),
                 java.get(k),
                 kstate.get(k)
             )
@@ -836,11 +826,13 @@ async fn compare(
                     let (i, s, e) = split_key(k);
                     i == inner && e >= start - 60_000 && s <= end + 60_000
                 })
-                .map(|(_, k, v, _)| format!("{}={}", describe_key(k), describe_value(v)))
+                .map(|(_, k, v, _)| {
+                    format!("{}={}", common::describe_session_key(k), describe_value(v))
+                })
                 .collect();
             problems.push(format!(
                 "{who} output records of {} within 60 s: {}",
-                describe_key(key),
+                common::describe_session_key(key),
                 history.join(" ")
             ));
         }
@@ -857,7 +849,7 @@ async fn compare(
                 *p != partition_of(&k[..k.len().saturating_sub(16)], OUTPUT_PARTITIONS)
             })
             .take(5)
-            .map(|(p, k, _, _)| format!("{} on {p}", describe_key(k)))
+            .map(|(p, k, _, _)| format!("{} on {p}", common::describe_session_key(k)))
             .collect();
         if !wrong.is_empty() {
             problems.push(format!(
@@ -876,7 +868,7 @@ async fn compare(
         if *ts != end {
             problems.push(format!(
                 "java {} stamped {ts}, not its end",
-                describe_key(k)
+                common::describe_session_key(k)
             ));
         }
     }

@@ -166,21 +166,11 @@ impl OutputView {
     }
 }
 
-fn describe_session_key(key: &[u8]) -> String {
-    if key.len() < 16 {
-        return format!("{key:?}");
-    }
-    let (inner, times) = key.split_at(key.len() - 16);
-    let end = i64::from_be_bytes(times[..8].try_into().unwrap_or_default());
-    let start = i64::from_be_bytes(times[8..].try_into().unwrap_or_default());
-    format!("{}[{start},{end}]", String::from_utf8_lossy(inner))
-}
-
 fn show(view: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<String> {
     view.iter()
         .map(|(k, v)| {
             let count = <[u8; 8]>::try_from(v.as_slice()).map(i64::from_be_bytes);
-            format!("{}={count:?}", describe_session_key(k))
+            format!("{}={count:?}", common::describe_session_key(k))
         })
         .collect()
 }
@@ -352,7 +342,7 @@ async fn java_kafka_streams_session_counts_are_the_reference() -> anyhow::Result
             *partition,
             partition_for(inner, OUTPUT_PARTITIONS),
             "partition of {}",
-            describe_session_key(key)
+            common::describe_session_key(key)
         );
     }
     // ... which is not what hashing the whole windowed key (librdkafka's or Java's default

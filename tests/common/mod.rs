@@ -141,3 +141,14 @@ pub async fn partition_count(bootstrap: &str, topic: &str) -> anyhow::Result<Opt
     })
     .await?
 }
+
+/// A session composite key `key ‖ end ‖ start` for messages: `key[start,end]`.
+pub fn describe_session_key(key: &[u8]) -> String {
+    if key.len() < 16 {
+        return format!("{key:?}");
+    }
+    let (inner, times) = key.split_at(key.len() - 16);
+    let end = i64::from_be_bytes(times[..8].try_into().unwrap_or_default());
+    let start = i64::from_be_bytes(times[8..].try_into().unwrap_or_default());
+    format!("{}[{start},{end}]", String::from_utf8_lossy(inner))
+}
