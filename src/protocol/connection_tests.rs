@@ -322,7 +322,8 @@ async fn malformed_response_is_a_decode_error() {
 }
 
 #[tokio::test]
-async fn non_plaintext_security_fails_before_connecting() {
+async fn incomplete_sasl_settings_fail_before_connecting() {
+    // Nothing listens on port 1: the error must come from validation, not from a socket.
     let config = ConnectionConfig {
         security_protocol: SecurityProtocol::SaslSsl,
         ..config()
@@ -330,12 +331,11 @@ async fn non_plaintext_security_fails_before_connecting() {
     let err = BrokerConnection::connect("127.0.0.1:1", config)
         .await
         .unwrap_err();
-    assert!(matches!(
-        err,
-        ProtocolError::UnsupportedSecurityProtocol {
-            protocol: SecurityProtocol::SaslSsl
-        }
-    ));
+    assert!(
+        matches!(&err, ProtocolError::InvalidConfig { key, .. } if key == "sasl.mechanism"),
+        "{err}"
+    );
+    assert!(err.is_security_failure());
 }
 
 #[tokio::test]
