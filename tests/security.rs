@@ -1,7 +1,8 @@
 //! kstate on a secured cluster, against the real broker's secured listeners (started by
 //! `scripts/kafka start`, described in its `secured.properties`): the worker joins,
-//! restores and commits over SASL_SSL with SCRAM-SHA-512, over SASL_SSL with PLAIN and over
-//! SSL with a client certificate, and its output equals the reference; a wrong password, an
+//! restores and commits over SASL_SSL with SCRAM-SHA-512 (the password taken from the
+//! environment), over SASL_SSL with PLAIN and over SSL with a client certificate, and its
+//! output equals the reference; a wrong password, an
 //! untrusted CA and a wrong host name stop it at start with an error naming what failed,
 //! and no log line shows a password. The group connection on its own authenticates with
 //! SCRAM-SHA-256, re-authenticates before the broker's session runs out, and reports a
@@ -108,12 +109,18 @@ impl Secured {
 
     /// Worker settings for SASL_SSL with `mechanism` and `password`.
     fn sasl(&self, mechanism: &str, password: &str) -> Vec<(&'static str, String)> {
+        let mut settings = self.sasl_without_password(mechanism);
+        settings.push(("kafka.sasl.password", password.into()));
+        settings
+    }
+
+    /// Worker settings for SASL_SSL with `mechanism`, the password to be given otherwise.
+    fn sasl_without_password(&self, mechanism: &str) -> Vec<(&'static str, String)> {
         vec![
             ("bootstrap.servers", self.sasl_ssl.clone()),
             ("kafka.security.protocol", "SASL_SSL".into()),
             ("kafka.sasl.mechanism", mechanism.into()),
             ("kafka.sasl.username", self.username.clone()),
-            ("kafka.sasl.password", password.into()),
             ("kafka.ssl.ca.location", self.ca.clone()),
         ]
     }
@@ -171,7 +178,12 @@ impl Job {
         })
     }
 
-    fn worker(&self, name: &str, security: &[(&'static str, String)]) -> anyhow::Result<Worker> {
+    fn worker(
+        &self,
+        name: &str,
+        security: &[(&'static str, String)],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Worker> {
         let mut settings = vec![
             ("application.id", self.app.clone()),
             ("input.topic", self.input.clone()),
@@ -185,7 +197,7 @@ impl Job {
             ("metrics.addr", String::new()),
         ];
         settings.extend(security.iter().cloned());
-        Worker::start(name, &settings)
+        Worker::start_with_env(name, &settings, env)
     }
 
     async fn wait_view(&self, what: &str, worker: &Worker, expected: &View) -> anyhow::Result<()> {
@@ -200,17 +212,19 @@ impl Job {
 
 /// Two runs of the worker on a secured listener: the first joins, counts the first half and
 /// commits; it is killed, and the second restores the changelog (over the same listener)
-/// and counts the rest. Exactly once, so the output equals the reference exactly.
+/// and counts the rest. Exactly once, so the output equals the reference exactly. `env` is
+/// given to both worker processes.
 async fn joins_restores_and_commits(
     name: &str,
     security: Vec<(&'static str, String)>,
+    env: &[(&str, &str)],
 ) -> anyhow::Result<()> {
     let secured = Secured::find();
     let job = Job::new(name).await?;
     let clicks = click_stream(20, 12, common::now_ms() - 3_600_000, GAP, GRACE, false, 17);
     let (first, second) = clicks.split_at(clicks.len() / 2);
     produce(&job.plaintext, &job.input, PARTITIONS, first).await?;
-    let mut w = job.worker("first", &security)?;
+    let mut w = job.worker("first", &security, env)?;
     let reference = reference_by_partition(first, PARTITIONS, GAP, GRACE);
     job.wait_view("the first half over the secured listener", &w, &reference)
         .await?;
@@ -218,7 +232,7 @@ async fn joins_restores_and_commits(
     assert_no_password(&w, &secured);
 
     produce(&job.plaintext, &job.input, PARTITIONS, second).await?;
-    let w = job.worker("second", &security)?;
+    let w = job.worker("second", &security, env)?;
     let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
     job.wait_view("both halves, each counted once", &w, &reference)
         .await?;
@@ -253,21 +267,27 @@ async fn joins_restores_and_commits(
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_runs_over_sasl_ssl_with_scram_sha_512() -> anyhow::Result<()> {
     let secured = Secured::find();
-    let security = secured.sasl("SCRAM-SHA-512", &secured.password);
-    joins_restores_and_commits("sec-scram", security).await
+    // The password from the environment, as config/worker.toml and README show it.
+    let mut security = secured.sasl_without_password("SCRAM-SHA-512");
+    security.push((
+        "kafka.sasl.password.env",
+        "KSTATE_TEST_KAFKA_PASSWORD".into(),
+    ));
+    let env = [("KSTATE_TEST_KAFKA_PASSWORD", secured.password.as_str())];
+    joins_restores_and_commits("sec-scram", security, &env).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_runs_over_sasl_ssl_with_plain() -> anyhow::Result<()> {
     let secured = Secured::find();
     let security = secured.sasl("PLAIN", &secured.password);
-    joins_restores_and_commits("sec-plain", security).await
+    joins_restores_and_commits("sec-plain", security, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_runs_over_ssl_with_a_client_certificate() -> anyhow::Result<()> {
     let secured = Secured::find();
-    joins_restores_and_commits("sec-mtls", secured.mutual_tls()).await
+    joins_restores_and_commits("sec-mtls", secured.mutual_tls(), &[]).await
 }
 
 /// Starts a worker that must stop at start; returns its log once it exited with failure.
@@ -276,7 +296,7 @@ async fn stops_at_start(
     security: Vec<(&'static str, String)>,
 ) -> anyhow::Result<Worker> {
     let job = Job::new(name).await?;
-    let mut w = job.worker(name, &security)?;
+    let mut w = job.worker(name, &security, &[])?;
     let status = w.wait(Duration::from_secs(30))?;
     ensure!(
         !status.success(),
