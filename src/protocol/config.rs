@@ -165,8 +165,10 @@ impl ConnectionConfig {
     /// `sasl.mechanisms`), `sasl.username`, `sasl.password`, `ssl.ca.location`,
     /// `ssl.certificate.location`, `ssl.key.location`, `ssl.key.password`,
     /// `ssl.endpoint.identification.algorithm`, `request.timeout.ms`,
-    /// `socket.connection.setup.timeout.ms`. Other keys are ignored, so the map given to
-    /// rdkafka can be passed unchanged.
+    /// `socket.connection.setup.timeout.ms`. `ssl.ca.location=probe` means the system's CA
+    /// store; inline PEM (`ssl.ca.pem`, `ssl.certificate.pem`, `ssl.key.pem`) is refused
+    /// (give files). Other keys are ignored, so the map given to rdkafka can be passed
+    /// unchanged.
     pub fn from_properties<'a>(
         props: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, ProtocolError> {
@@ -179,7 +181,17 @@ impl ConnectionConfig {
                 "sasl.mechanism" | "sasl.mechanisms" => c.sasl.mechanism = owned(),
                 "sasl.username" => c.sasl.username = owned(),
                 "sasl.password" => c.sasl.password = Some(Secret::new(value)),
+                // librdkafka's "probe" means the system's CA store, as absent does here.
+                "ssl.ca.location" if value == "probe" => c.tls.ca_location = None,
                 "ssl.ca.location" => c.tls.ca_location = owned(),
+                "ssl.ca.pem" | "ssl.certificate.pem" | "ssl.key.pem" => {
+                    return Err(ProtocolError::InvalidConfig {
+                        key: key.into(),
+                        value: REDACTED.into(),
+                        reason: "inline PEM is not supported by the streams group connection; \
+                                 give a file with the matching *.location key",
+                    })
+                }
                 "ssl.certificate.location" => c.tls.certificate_location = owned(),
                 "ssl.key.location" => c.tls.key_location = owned(),
                 "ssl.key.password" => c.tls.key_password = Some(Secret::new(value)),
@@ -386,6 +398,19 @@ mod tests {
             );
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn probe_means_system_roots_and_inline_pem_is_refused_unshown() {
+        let c = ConnectionConfig::from_properties([("ssl.ca.location", "probe")]).unwrap();
+        assert_eq!(c.tls.ca_location, None);
+        let err = ConnectionConfig::from_properties([("ssl.key.pem", "-----BEGIN PRIVATE KEY")])
+            .unwrap_err();
+        assert!(
+            matches!(&err, ProtocolError::InvalidConfig { key, .. } if key == "ssl.key.pem"),
+            "{err}"
+        );
+        assert!(!format!("{err} {err:?}").contains("BEGIN"), "{err:?}");
     }
 
     #[test]
