@@ -47,13 +47,13 @@ pub(super) async fn authenticate(
         });
     }
 
+    let version = conn.negotiate(SASL_AUTHENTICATE_KEY, 0, 2)?;
     let mut exchange = Exchange {
         conn,
         addr: addr.clone(),
         mechanism: mechanism.clone(),
-        version: 0,
+        version,
     };
-    exchange.version = exchange.conn.negotiate(SASL_AUTHENTICATE_KEY, 0, 2)?;
     let last = match ScramHash::of_mechanism(&mechanism) {
         Some(hash) => {
             let mut scram = ScramClient::new(hash, &username, password);
