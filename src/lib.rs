@@ -9,3 +9,5 @@ pub mod runtime;
 pub mod session;
 pub mod store;
 pub mod worker;
+
+pub use worker::{Worker, WorkerConfig};

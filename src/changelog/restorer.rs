@@ -67,6 +67,10 @@ impl Default for RestoreOptions {
 pub struct RestoreProgress {
     pub topic: String,
     pub partition: i32,
+    /// The first changelog offset this restore reads.
+    pub start: i64,
+    /// The end offset captured when the restore started (exclusive).
+    pub end: i64,
     pub restored: u64,
     pub total: u64,
     pub records_per_sec: f64,
@@ -212,6 +216,8 @@ impl Restorer {
             let p = RestoreProgress {
                 topic: topic.to_string(),
                 partition,
+                start,
+                end,
                 restored,
                 total,
                 records_per_sec: if secs > 0.0 {

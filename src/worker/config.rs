@@ -179,6 +179,7 @@ impl WorkerConfig {
             kafka: self.kafka.clone(),
             leave_timeout: Duration::from_secs(10),
             state_dir: self.state_dir.clone(),
+            status: crate::runtime::StatusBoard::new(),
         })
     }
 
