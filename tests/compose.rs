@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 #[derive(Deserialize)]
 struct Compose {
-    services: BTreeMap<String, Service>,
+    services: BTreeMap<String, serde_yaml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -54,10 +54,11 @@ fn properties() -> anyhow::Result<Vec<(String, String)>> {
 fn compose() -> anyhow::Result<Service> {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))?;
     let mut compose: Compose = serde_yaml::from_str(&text)?;
-    compose
+    let kafka = compose
         .services
         .remove("kafka")
-        .context("docker-compose.yml has no 'kafka' service")
+        .context("docker-compose.yml has no 'kafka' service")?;
+    Ok(serde_yaml::from_value(kafka)?)
 }
 
 #[test]
