@@ -22,6 +22,30 @@ const GRACE: i64 = 20_000;
 /// Changelog records per partition: enough that the restore lasts many polls of `/readyz`.
 const CHANGELOG_RECORDS: i64 = 200_000;
 
+/// `0_0 restoring 12000/200000, 0_1 created` from a `/status` body, for the test's log.
+fn restore_progress(status: &str) -> String {
+    let Ok(status) = serde_json::from_str::<Value>(status) else {
+        return status.to_string();
+    };
+    let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
+    tasks
+        .iter()
+        .map(|t| {
+            let state = t["state"].as_str().unwrap_or_default();
+            match t["restore"].as_object() {
+                Some(r) => format!(
+                    "{} {state} {}/{}",
+                    t["id"].as_str().unwrap_or_default(),
+                    r["restored"],
+                    r["total"]
+                ),
+                None => format!("{} {state}", t["id"].as_str().unwrap_or_default()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[tokio::test]
 async fn readyz_turns_ready_when_the_restore_ends_and_status_shows_each_task() -> anyhow::Result<()>
 {
@@ -86,6 +110,7 @@ async fn readyz_turns_ready_when_the_restore_ends_and_status_shows_each_task() -
     let mut transitions: Vec<String> = Vec::new();
     let mut last = None;
     let mut named_restoring = BTreeSet::new();
+    let mut polls = 0u32;
     loop {
         let (code, body) = get(&addr, "/readyz").await?;
         let json: Value = serde_json::from_str(&body).with_context(|| body.clone())?;
@@ -101,6 +126,14 @@ async fn readyz_turns_ready_when_the_restore_ends_and_status_shows_each_task() -
             503 => {
                 for t in json["restoring"].as_array().context("a restoring list")? {
                     named_restoring.insert(t.as_str().unwrap_or_default().to_string());
+                }
+                polls += 1;
+                if polls.is_multiple_of(25) {
+                    transitions.push(format!(
+                        "{:>8.3}s   restore progress: {}",
+                        started.elapsed().as_secs_f64(),
+                        restore_progress(&get(&addr, "/status").await?.1)
+                    ));
                 }
             }
             other => bail!("/readyz answered {other}: {body}"),

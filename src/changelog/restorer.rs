@@ -55,7 +55,7 @@ impl Default for RestoreOptions {
         Self {
             corrupt_records: CorruptRecordPolicy::Fail,
             read_committed: false,
-            progress_interval: Duration::from_secs(5),
+            progress_interval: Duration::from_secs(1),
             stall_timeout: Duration::from_secs(120),
             consumer_config: Vec::new(),
         }

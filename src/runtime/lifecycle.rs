@@ -193,6 +193,7 @@ impl Runtime {
                     dir.discard_checkpoint(&task.name);
                 }
                 let (name, id) = (task.name.clone(), task.id.clone());
+                status.set_task(&id, TaskPhase::Restoring);
                 match task.restore(&restorer, &mut |p| {
                     metrics::restore_progress(&name, p);
                     status.restore_progress(&id, p);

@@ -219,7 +219,8 @@ impl StatusBoard {
         Self::publish(&b);
     }
 
-    /// Records a restore progress report of the active task `id` (it is restoring).
+    /// Records a restore progress report of the active task `id`: it is restoring until it is
+    /// set running (the last report, `done`, comes before its input partition is assigned).
     pub fn restore_progress(&self, id: &TaskId, p: &RestoreProgress) {
         let restore = RestoreStatus {
             position: p.start + p.restored as i64,
@@ -239,9 +240,7 @@ impl StatusBoard {
             };
             metrics::restored(p.restored.saturating_sub(before));
             t.restore = Some(restore);
-            if !p.done {
-                t.state = TaskPhase::Restoring;
-            }
+            t.state = TaskPhase::Restoring;
         }
         Self::publish(&b);
     }
@@ -402,6 +401,7 @@ mod tests {
 
         board.restore_progress(&task(1), &progress(20, 20, true));
         assert!(!board.snapshot().ready(), "restored is not yet running");
+        assert_eq!(board.snapshot().tasks[0].state, TaskPhase::Restoring);
         board.set_task(&task(1), TaskPhase::Running);
         let s = board.snapshot();
         assert!(s.ready());
