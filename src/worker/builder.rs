@@ -92,15 +92,20 @@ impl Worker {
 
     /// Runs until `shutdown` resolves, then commits, closes every task and leaves the group.
     /// With an HTTP address set, serves `/metrics`, `/healthz`, `/readyz` and `/status` on it
-    /// first (installing the process's Prometheus recorder).
+    /// until then (installing the process's Prometheus recorder on first use).
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), WorkerError> {
-        if let Some(addr) = self.http_addr {
-            let bound = http::serve(addr, self.config.status.clone()).await?;
-            info!(%bound, "serving /metrics, /healthz, /readyz and /status on http://{bound}");
-        }
+        let _server = match self.http_addr {
+            Some(addr) => {
+                let server = http::serve(addr, self.config.status.clone()).await?;
+                let bound = server.addr();
+                info!(%bound, "serving /metrics, /healthz, /readyz and /status on http://{bound}");
+                Some(server)
+            }
+            None => None,
+        };
         crate::runtime::run(self.config, self.factory, shutdown).await?;
         Ok(())
     }

@@ -82,9 +82,29 @@ pub fn router(status: StatusBoard, metrics: PrometheusHandle) -> Router {
         .with_state(AppState { status, metrics })
 }
 
+/// A running endpoint; dropping it stops serving.
+#[derive(Debug)]
+pub struct HttpServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Binds `addr` (port 0 picks a free one) and serves the routes on a tokio task until the
-/// process ends. Returns the bound address.
-pub async fn serve(addr: SocketAddr, status: StatusBoard) -> Result<SocketAddr, HttpError> {
+/// returned [`HttpServer`] is dropped.
+pub async fn serve(addr: SocketAddr, status: StatusBoard) -> Result<HttpServer, HttpError> {
     let metrics = prometheus()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -93,12 +113,12 @@ pub async fn serve(addr: SocketAddr, status: StatusBoard) -> Result<SocketAddr, 
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
     let app = router(status, metrics);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!(error = %e, "the HTTP endpoint stopped");
         }
     });
-    Ok(bound)
+    Ok(HttpServer { addr: bound, task })
 }
 
 async fn render_metrics(State(s): State<AppState>) -> Response {
@@ -140,4 +160,73 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 async fn status_json(State(s): State<AppState>) -> Response {
     Json(s.status.snapshot()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::{MemberState, TaskId};
+    use crate::runtime::status::TaskPhase;
+
+    async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+        let url = format!("http://{addr}{path}");
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut response = agent.get(&url).call().map_err(|e| e.to_string())?;
+            let body = response
+                .body_mut()
+                .read_to_string()
+                .map_err(|e| e.to_string())?;
+            Ok((response.status().as_u16(), body))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_board_and_the_endpoint_stops_when_dropped() {
+        let board = StatusBoard::new();
+        let server = serve(SocketAddr::from(([127, 0, 0, 1], 0)), board.clone())
+            .await
+            .unwrap();
+        let addr = server.addr();
+        assert_eq!(get(addr, "/healthz").await.unwrap(), (200, "ok\n".into()));
+
+        let (code, body) = get(addr, "/readyz").await.unwrap();
+        assert_eq!(code, 503);
+        assert!(body.contains(r#""in_group":false"#), "{body}");
+
+        board.set_member("m", 1, MemberState::Stable);
+        let task = TaskId {
+            subtopology: "0".into(),
+            partition: 4,
+        };
+        board.set_task(&task, TaskPhase::Restoring);
+        let (code, body) = get(addr, "/readyz").await.unwrap();
+        assert_eq!(code, 503);
+        assert!(body.contains(r#""restoring":["0_4"]"#), "{body}");
+
+        board.set_task(&task, TaskPhase::Running);
+        assert_eq!(get(addr, "/readyz").await.unwrap().0, 200);
+        let (code, body) = get(addr, "/status").await.unwrap();
+        assert_eq!(code, 200);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["tasks"][0]["id"], "0_4");
+        let (code, metrics) = get(addr, "/metrics").await.unwrap();
+        assert_eq!(code, 200);
+        assert!(metrics.contains("kstate_restoring_tasks"), "{metrics}");
+
+        drop(server);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the endpoint still accepts connections after its server was dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
