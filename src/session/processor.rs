@@ -1,6 +1,6 @@
 //! The session-window aggregate step (Kafka Streams' `KStreamSessionWindowAggregate`,
-//! docs/DESIGN.md §4). Owns a task's observed stream time and its record counters; reads and writes
-//! sessions only through a typed [`SessionStore`] it is handed. Must not flush, produce or
+//! docs/DESIGN.md §4). Owns a task's observed stream time and its record counters; reads and
+//! writes sessions only through a typed [`SessionStore`] it is handed. Must not flush, produce or
 //! commit: the task decides when the store's dirty sessions leave.
 //!
 //! Per record (key `k`, timestamp `t`): skip a missing key or a negative timestamp; stream

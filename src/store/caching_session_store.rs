@@ -526,7 +526,8 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 /// (Java's `CachingSessionStore.putAndMaybeForward`: read old, skip if both absent, put).
 /// A put goes into `out` ahead of the tombstones just before it with the same context (the
 /// sessions a [`replace`](CachingSessionStore::replace) merged away): the inner store is
-/// written in Kafka Streams' order, the changelog and output in docs/DESIGN.md §4's put-first order.
+/// written in Kafka Streams' order, the changelog and output in the put-first order of
+/// docs/DESIGN.md §4.
 fn write_through<S: ByteKeyValueStore>(
     inner: &mut Inner<S>,
     dirty: Vec<DirtyEntry>,

@@ -326,8 +326,8 @@ pub fn reference_by_partition(
 /// A click stream with sessions: `keys` users, bursts of clicks separated by more than the
 /// gap, some bursts bridging two earlier sessions (merges), records out of order within
 /// grace, and (with `late`) a few records beyond grace. Streams replayed after a crash or a
-/// restart leave late records out: stream time is not restored (docs/DESIGN.md §4), so a record late
-/// before the restart may be accepted after it, in Kafka Streams as in kstate.
+/// restart leave late records out: stream time is not restored (docs/DESIGN.md §4), so a
+/// record late before the restart may be accepted after it, in Kafka Streams as in kstate.
 pub fn click_stream(
     keys: usize,
     bursts: usize,
