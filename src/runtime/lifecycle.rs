@@ -65,7 +65,6 @@ impl Runtime {
                 Some(task) => (task, false),
                 None => (self.create_task(*p)?, true),
             };
-            self.config.status.set_task(&task.id, TaskPhase::Created);
             created.push((task, self.task_dir(*p), from_disk));
         }
         let created = self.restore(events, created).await?;

@@ -363,7 +363,7 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         match event {
             MembershipEvent::Assigned { active, standby } => {
-                self.config.status.set_standby(&standby);
+                self.config.status.set_assignment(&active, &standby);
                 self.on_assigned(consumer, events, active).await
             }
             MembershipEvent::Revoke { tasks } => {

@@ -87,6 +87,9 @@ pub struct MemberStatus {
     pub state: String,
     /// Whether the broker counts this member in the group (joined, not leaving).
     pub in_group: bool,
+    /// Whether the runtime has taken in an assignment since the member (re)joined: until
+    /// then the tasks on the board may not be the ones the group gave it.
+    pub assignment_received: bool,
 }
 
 impl Default for MemberStatus {
@@ -96,6 +99,7 @@ impl Default for MemberStatus {
             epoch: 0,
             state: "starting".into(),
             in_group: false,
+            assignment_received: false,
         }
     }
 }
@@ -110,10 +114,10 @@ pub struct StatusSnapshot {
 }
 
 impl StatusSnapshot {
-    /// Ready to serve: the member is in the group and no active task is restoring or being
-    /// created.
+    /// Ready to serve: the member is in the group, the runtime has taken in its assignment,
+    /// and no active task is restoring or being created.
     pub fn ready(&self) -> bool {
-        self.member.in_group && self.restoring().is_empty()
+        self.member.in_group && self.member.assignment_received && self.restoring().is_empty()
     }
 
     /// The ids of the active tasks that are not running yet.
@@ -178,6 +182,8 @@ impl StatusBoard {
             epoch,
             state: format!("{state:?}").to_lowercase(),
             in_group,
+            // Out of the group, any assignment taken in before is void.
+            assignment_received: in_group && b.member.assignment_received,
         };
     }
 
@@ -252,9 +258,25 @@ impl StatusBoard {
         Self::publish(&b);
     }
 
-    /// Replaces the standby tasks with `standby`.
-    pub fn set_standby(&self, standby: &BTreeSet<TaskId>) {
+    /// Takes in an assignment as the runtime starts handling it: new active tasks appear as
+    /// created (before any await, so readiness never sees the assignment without them), the
+    /// standby tasks are replaced. Tasks that are gone are removed by
+    /// [`remove_task`](Self::remove_task) when the runtime closes them.
+    pub fn set_assignment(&self, active: &BTreeSet<TaskId>, standby: &BTreeSet<TaskId>) {
         let mut b = self.board();
+        b.member.assignment_received = true;
+        for id in active {
+            b.tasks
+                .entry(key(TaskKind::Active, &id.to_string()))
+                .or_insert_with(|| TaskStatus {
+                    id: id.to_string(),
+                    partition: id.partition,
+                    kind: TaskKind::Active,
+                    state: TaskPhase::Created,
+                    restore: None,
+                    lag: None,
+                });
+        }
         b.tasks
             .retain(|(kind, _), _| *kind != TaskKind::Standby as u8);
         for id in standby {
@@ -381,10 +403,16 @@ mod tests {
         board.set_member("m", 0, MemberState::Joining);
         assert!(!board.snapshot().ready(), "joining is not in the group");
         board.set_member("m", 3, MemberState::Stable);
-        assert!(board.snapshot().ready());
+        assert!(
+            !board.snapshot().ready(),
+            "in the group, but its assignment not taken in yet"
+        );
 
-        board.set_task(&task(1), TaskPhase::Created);
-        board.set_standby(&[task(2)].into());
+        board.set_assignment(&[task(1)].into(), &[task(2)].into());
+        assert!(
+            !board.snapshot().ready(),
+            "the new task is created, not running"
+        );
         board.restore_progress(&task(1), &progress(5, 20, false));
         let s = board.snapshot();
         assert!(!s.ready());
@@ -413,14 +441,27 @@ mod tests {
 
         board.set_member("m", -1, MemberState::Leaving);
         assert!(!board.snapshot().ready(), "leaving is not in the group");
+        board.set_member("m", 0, MemberState::Joining);
+        board.set_member("m", 5, MemberState::Stable);
+        assert!(
+            !board.snapshot().ready(),
+            "a rejoined member waits for its new assignment"
+        );
+        board.set_assignment(&[task(1)].into(), &BTreeSet::new());
+        assert!(board.snapshot().ready(), "0_1 is still running");
     }
 
     #[test]
     fn removed_and_replaced_tasks_leave_the_board() {
         let board = StatusBoard::new();
         board.set_task(&task(1), TaskPhase::Running);
-        board.set_standby(&[task(2), task(3)].into());
-        board.set_standby(&[task(3)].into());
+        board.set_assignment(&[task(1)].into(), &[task(2), task(3)].into());
+        assert_eq!(
+            board.snapshot().tasks[0].state,
+            TaskPhase::Running,
+            "an assignment keeps the state of a task it already had"
+        );
+        board.set_assignment(&[task(1)].into(), &[task(3)].into());
         board.remove_task(&task(1));
         let ids: Vec<String> = board.snapshot().tasks.into_iter().map(|t| t.id).collect();
         assert_eq!(ids, vec!["0_3"]);

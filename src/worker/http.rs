@@ -138,6 +138,7 @@ async fn healthz() -> &'static str {
 struct Readiness<'a> {
     ready: bool,
     in_group: bool,
+    assignment_received: bool,
     member_state: &'a str,
     restoring: Vec<&'a str>,
 }
@@ -147,6 +148,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
     let body = Readiness {
         ready: snapshot.ready(),
         in_group: snapshot.member.in_group,
+        assignment_received: snapshot.member.assignment_received,
         member_state: &snapshot.member.state,
         restoring: snapshot.restoring(),
     };
@@ -204,6 +206,7 @@ mod tests {
             subtopology: "0".into(),
             partition: 4,
         };
+        board.set_assignment(&[task.clone()].into(), &Default::default());
         board.set_task(&task, TaskPhase::Restoring);
         let (code, body) = get(addr, "/readyz").await.unwrap();
         assert_eq!(code, 503);
