@@ -155,7 +155,6 @@ pub use changelog::CorruptRecordPolicy;
 pub use runtime::status::{
     MemberStatus, RestoreStatus, StatusBoard, StatusSnapshot, TaskKind, TaskPhase, TaskStatus,
 };
-pub use runtime::RuntimeError;
 pub use session::{
     AggregateMetrics, Aggregator, Change, Count, Initializer, LongSerde, Merger, Outcome, Serde,
     SerdeError, Session, SessionChange, SessionError, SessionStore, SessionWindowAggregate,

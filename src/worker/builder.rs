@@ -38,7 +38,8 @@ pub enum WorkerError {
     /// The HTTP endpoint (`metrics.addr`) could not start.
     #[error(transparent)]
     Http(#[from] HttpError),
-    /// The runtime stopped with an error.
+    /// The runtime stopped with an error; its message names the task, topic, partition and
+    /// offset where there is one, with the cause chained (`std::error::Error::source`).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
