@@ -110,7 +110,7 @@ async fn readyz_turns_ready_when_the_restore_ends_and_status_shows_each_task() -
     let mut transitions: Vec<String> = Vec::new();
     let mut last = None;
     let mut named_restoring = BTreeSet::new();
-    let mut polls = 0u32;
+    let mut next_progress = Duration::from_secs(1);
     loop {
         let (code, body) = get(&addr, "/readyz").await?;
         let json: Value = serde_json::from_str(&body).with_context(|| body.clone())?;
@@ -127,8 +127,8 @@ async fn readyz_turns_ready_when_the_restore_ends_and_status_shows_each_task() -
                 for t in json["restoring"].as_array().context("a restoring list")? {
                     named_restoring.insert(t.as_str().unwrap_or_default().to_string());
                 }
-                polls += 1;
-                if polls.is_multiple_of(25) {
+                if started.elapsed() >= next_progress {
+                    next_progress += Duration::from_secs(1);
                     transitions.push(format!(
                         "{:>8.3}s   restore progress: {}",
                         started.elapsed().as_secs_f64(),
