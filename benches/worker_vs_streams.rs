@@ -1,6 +1,6 @@
 //! Throughput of the session count job: `kstate-worker` beside Apache Kafka Streams 4.4.0
 //! running the same topology on the same input and broker in the same run, with a bare
-//! rdkafka consumer reading the same input as the ceiling (DESIGN §7).
+//! rdkafka consumer reading the same input as the ceiling (docs/DESIGN.md §7).
 //!
 //! `cargo bench --bench worker_vs_streams` (needs the broker; `BENCH_RECORDS` sets the input
 //! size, default 1,000,000). Without `--bench` (as `cargo test --all-targets` runs it) it is

@@ -145,7 +145,7 @@ impl Worker {
             });
         }
         println!(
-            "started worker {name} (pid {}), metrics at http://127.0.0.1:{port}/metrics",
+            "started worker {name} (pid {}), /metrics, /readyz and /status at http://127.0.0.1:{port}",
             child.id()
         );
         Ok(Self {

@@ -1,19 +1,13 @@
-//! A custom aggregation plugged into the kstate runtime: the session-window SUM of i64
-//! big-endian input values per key (Java: `.aggregate(() -> 0L, (k, v, a) -> a + v,
+//! A custom aggregation run by the kstate worker: the session-window SUM of i64 big-endian
+//! input values per key (Java: `.aggregate(() -> 0L, (k, v, a) -> a + v,
 //! (k, a, b) -> a + b, Materialized.with(Serdes.String(), Serdes.Long()))`).
 //!
 //! `cargo run --example session_sum -- --config config/worker.toml --set input.topic=...`
 //!
-//! The built-in `sum_factory` is this aggregation; the closures below show how to write one
-//! from scratch with [`SessionAggregationFactory`] (any `Initializer`/`Aggregator`/`Merger`,
-//! closures included, and any `Serde` for input values and aggregates).
+//! The settings come from the same TOML file and `--set` overrides as `kstate-worker`; the
+//! aggregation is three closures and two serdes handed to [`Worker::builder`].
 
-use std::sync::Arc;
-
-use anyhow::Context;
-use kstate::runtime::{run, SessionAggregationFactory};
-use kstate::session::LongSerde;
-use kstate::worker::WorkerConfig;
+use kstate::{LongSerde, Worker, WorkerConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -31,20 +25,20 @@ async fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unexpected argument {other}"),
         }
     }
-    let c = WorkerConfig::load(file.as_deref().map(std::path::Path::new), &sets)?;
-    let windows = c.windows()?;
-    let sum = SessionAggregationFactory::<i64, i64, _, _, _, _, _>::new(
-        windows,
-        LongSerde,
-        LongSerde,
-        || 0i64,
-        |_: &String, v: &i64, agg: i64| agg + v,
-        |_: &String, a: i64, b: i64| a + b,
-    );
-    let config = c.runtime_config().context("state.dir")?;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    run(config, Arc::new(sum), shutdown).await?;
+    let config = WorkerConfig::load(file.as_deref().map(std::path::Path::new), &sets)?;
+    Worker::builder()
+        .config(config)
+        .aggregate(
+            LongSerde,
+            LongSerde,
+            || 0i64,
+            |_key: &String, value: &i64, sum: i64| sum + value,
+            |_key: &String, a: i64, b: i64| a + b,
+        )
+        .build()?
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

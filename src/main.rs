@@ -4,12 +4,9 @@
 //! leaves the group. A second signal exits at once.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
-use kstate::runtime::{count_factory, run};
-use kstate::worker::WorkerConfig;
+use kstate::{Worker, WorkerConfig};
 use tracing::{error, info, warn};
 
 /// Session-window counts per key, kept in a changelog-backed store that moves between
@@ -84,17 +81,10 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn work(config: WorkerConfig) -> anyhow::Result<()> {
-    if let Some(addr) = config.metrics_addr {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .with_context(|| format!("starting the metrics endpoint on {addr} (metrics.addr)"))?;
-        info!(%addr, "Prometheus metrics at http://{addr}/metrics");
-    }
-    let windows = config.windows().context("session windows")?;
-    let runtime = config
-        .runtime_config()
-        .with_context(|| format!("state.dir {}", config.state_dir.display()))?;
-    run(runtime, Arc::new(count_factory(windows)), shutdown_signal()).await?;
+    Worker::builder()
+        .config(config)
+        .build()?
+        .run(shutdown_signal())
+        .await?;
     Ok(())
 }

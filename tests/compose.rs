@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 #[derive(Deserialize)]
 struct Compose {
-    services: BTreeMap<String, Service>,
+    services: BTreeMap<String, serde_yaml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -93,10 +93,11 @@ fn properties() -> anyhow::Result<Vec<(String, String)>> {
 fn service(name: &str) -> anyhow::Result<Service> {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))?;
     let mut compose: Compose = serde_yaml::from_str(&text)?;
-    compose
+    let service = compose
         .services
         .remove(name)
-        .with_context(|| format!("docker-compose.yml has no '{name}' service"))
+        .with_context(|| format!("docker-compose.yml has no '{name}' service"))?;
+    Ok(serde_yaml::from_value(service)?)
 }
 
 fn compose() -> anyhow::Result<Service> {

@@ -1,6 +1,6 @@
 //! The streams worker end to end against the real broker, workers as child processes: the
-//! session counts on the output topic equal the reference of DESIGN §4; a SIGKILLed worker's
-//! tasks are restored by the survivor from the changelog; SIGTERM leaves cleanly; a restart
+//! session counts on the output topic equal the reference of docs/DESIGN.md §4; a SIGKILLed
+//! worker's tasks are restored by the survivor from the changelog; SIGTERM leaves cleanly; a restart
 //! resumes from committed offsets and, after a clean shutdown, from the snapshots and
 //! checkpoints in its state dir; a bad config value stops the worker naming the key.
 

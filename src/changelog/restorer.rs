@@ -56,7 +56,7 @@ impl Default for RestoreOptions {
         Self {
             corrupt_records: CorruptRecordPolicy::Fail,
             read_committed: false,
-            progress_interval: Duration::from_secs(5),
+            progress_interval: Duration::from_secs(1),
             stall_timeout: Duration::from_secs(120),
             consumer_config: KafkaProperties::new(),
         }
@@ -68,6 +68,10 @@ impl Default for RestoreOptions {
 pub struct RestoreProgress {
     pub topic: String,
     pub partition: i32,
+    /// The first changelog offset this restore reads.
+    pub start: i64,
+    /// The end offset captured when the restore started (exclusive).
+    pub end: i64,
     pub restored: u64,
     pub total: u64,
     pub records_per_sec: f64,
@@ -213,6 +217,8 @@ impl Restorer {
             let p = RestoreProgress {
                 topic: topic.to_string(),
                 partition,
+                start,
+                end,
                 restored,
                 total,
                 records_per_sec: if secs > 0.0 {

@@ -17,6 +17,7 @@ use super::error::RuntimeError;
 use super::metrics;
 use super::offsets::OffsetCommitter;
 use super::run::Runtime;
+use super::status::TaskPhase;
 use super::task::Task;
 use super::task_dir::TaskDir;
 use crate::changelog::{ChangelogError, CorruptRecordPolicy, RestoreOptions, Restorer};
@@ -102,6 +103,7 @@ impl Runtime {
                 task.committed(c);
             }
             info!(task = %task.name, committed = ?c, "task running");
+            self.config.status.set_task(&task.id, TaskPhase::Running);
             self.tasks.insert(task.partition(), task);
         }
         metrics::assigned_tasks(self.tasks.len());
@@ -172,6 +174,7 @@ impl Runtime {
         let cancel = restorer.cancel_handle();
         let restoring: BTreeSet<i32> = tasks.iter().map(|(t, _, _)| t.partition()).collect();
         let exactly_once = self.config.exactly_once;
+        let status = self.config.status.clone();
         let mut job = tokio::task::spawn_blocking(move || {
             let mut restored = Vec::with_capacity(tasks.len());
             let mut unfinished = Vec::new();
@@ -188,8 +191,12 @@ impl Runtime {
                     // the whole changelog (Kafka Streams under exactly-once does the same).
                     dir.discard_checkpoint(&task.name);
                 }
-                let name = task.name.clone();
-                match task.restore(&restorer, &mut |p| metrics::restore_progress(&name, p)) {
+                let (name, id) = (task.name.clone(), task.id.clone());
+                status.set_task(&id, TaskPhase::Restoring);
+                match task.restore(&restorer, &mut |p| {
+                    metrics::restore_progress(&name, p);
+                    status.restore_progress(&id, p);
+                }) {
                     Ok(_) => restored.push(task),
                     Err(ChangelogError::Cancelled { .. }) => unfinished.push(task),
                     Err(source) => {
@@ -229,6 +236,7 @@ impl Runtime {
         })??;
         for task in unfinished {
             info!(task = %task.name, changelog_offset = ?task.changelog_offset(), "restore cancelled; task kept dormant");
+            self.config.status.remove_task(&task.id);
             self.dormant.insert(task.partition(), task);
         }
         Ok(restored)
@@ -240,6 +248,7 @@ impl Runtime {
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             if let Some(mut task) = self.tasks.remove(p) {
+                self.config.status.remove_task(&task.id);
                 tpl.add_partition(&self.config.input_topic, *p);
                 let dir = self.task_dir(*p);
                 if clean {

@@ -64,6 +64,8 @@ pub struct RuntimeConfig {
     /// Where task directories (`<application.id>/<task id>/`: snapshot and `.checkpoint`)
     /// live.
     pub state_dir: std::path::PathBuf,
+    /// Where the runtime publishes the member's and the tasks' status (`/readyz`, `/status`).
+    pub status: super::status::StatusBoard,
 }
 
 /// Broker error codes of an offset commit that mean "these tasks are no longer yours".
@@ -213,6 +215,7 @@ pub async fn run(
             rack_id: None,
         },
     });
+    config.status.follow(driver.watch());
     info!(
         application = %config.application_id,
         member = %config.member_id,
@@ -257,6 +260,7 @@ pub async fn run(
             },
             _ = tokio::time::sleep_until(next_commit) => {
                 rt.commit_or_lose(&consumer, "interval").await?;
+                rt.config.status.refresh_lag(&consumer, &rt.config.input_topic);
                 next_commit = tokio::time::Instant::now() + rt.config.commit_interval;
                 rt.report_throughput();
             }
@@ -360,7 +364,8 @@ impl Runtime {
         event: MembershipEvent,
     ) -> Result<(), RuntimeError> {
         match event {
-            MembershipEvent::Assigned { active, .. } => {
+            MembershipEvent::Assigned { active, standby } => {
+                self.config.status.set_assignment(&active, &standby);
                 self.on_assigned(consumer, events, active).await
             }
             MembershipEvent::Revoke { tasks } => {

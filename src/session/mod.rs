@@ -1,4 +1,4 @@
-//! The session layer: session windows, the aggregate step of DESIGN §4 (stream time, late
+//! The session layer: session windows, the aggregate step of docs/DESIGN.md §4 (stream time, late
 //! drops, merges) and the typed `SessionStore<K, V>` with its serdes. Owns session-window
 //! rules and typed views; must not know Kafka clients or changelog topics, and reaches
 //! bytes only through the `store` layer.

@@ -1,6 +1,6 @@
 //! The session-window aggregate step (Kafka Streams' `KStreamSessionWindowAggregate`,
-//! DESIGN §4). Owns a task's observed stream time and its record counters; reads and writes
-//! sessions only through a typed [`SessionStore`] it is handed. Must not flush, produce or
+//! docs/DESIGN.md §4). Owns a task's observed stream time and its record counters; reads and
+//! writes sessions only through a typed [`SessionStore`] it is handed. Must not flush, produce or
 //! commit: the task decides when the store's dirty sessions leave.
 //!
 //! Per record (key `k`, timestamp `t`): skip a missing key or a negative timestamp; stream
@@ -12,7 +12,7 @@
 //! merged session put in one store step ([`SessionStore::replace_raw_key`]): the store is
 //! written in Kafka's order (removes first, so a replaced session's tombstone is judged
 //! against the expiry clock before the merged end moves it), while the changelog and
-//! output carry the new session before the tombstones of the ones it replaces (DESIGN §4
+//! output carry the new session before the tombstones of the ones it replaces (docs/DESIGN.md §4
 //! put-first).
 
 use bytes::{Bytes, BytesMut};
@@ -457,7 +457,7 @@ mod tests {
         assert_eq!(
             rec_flushed(&mut step, &mut store, "a", 85),
             vec![s("a", 80, 85, Some(2)), s("a", 80, 80, None)],
-            "put-first (DESIGN §4); Java emits the tombstone first"
+            "put-first (docs/DESIGN.md §4); Java emits the tombstone first"
         );
         assert_eq!(
             rec_flushed(&mut step, &mut store, "b", 100),

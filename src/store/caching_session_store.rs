@@ -366,7 +366,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
     /// tombstone reads `old`, however far `merged` moves the clock (with grace 0 a session
     /// exactly a gap behind the record is found, and expired once the merged end is
     /// written). What is returned to the caller still has the merged session first (see
-    /// [`write_through`]: DESIGN §4 put-first for the changelog and the output).
+    /// [`write_through`]: docs/DESIGN.md §4 put-first for the changelog and the output).
     pub fn replace(
         &mut self,
         merged: Bytes,
@@ -526,7 +526,8 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 /// (Java's `CachingSessionStore.putAndMaybeForward`: read old, skip if both absent, put).
 /// A put goes into `out` ahead of the tombstones just before it with the same context (the
 /// sessions a [`replace`](CachingSessionStore::replace) merged away): the inner store is
-/// written in Kafka Streams' order, the changelog and output in DESIGN §4's put-first order.
+/// written in Kafka Streams' order, the changelog and output in the put-first order of
+/// docs/DESIGN.md §4.
 fn write_through<S: ByteKeyValueStore>(
     inner: &mut Inner<S>,
     dirty: Vec<DirtyEntry>,

@@ -12,7 +12,11 @@ use crate::protocol::KafkaProperties;
 /// Kafka Streams' `processing.guarantee`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessingGuarantee {
+    /// `at_least_once`: offsets are committed after the changelog and output are
+    /// acknowledged; a crash can count records twice, never lose a session.
     AtLeastOnce,
+    /// `exactly_once_v2`: changelog, output and offsets in one transaction per commit; read
+    /// the output with `read_committed`.
     ExactlyOnceV2,
 }
 
@@ -26,48 +30,82 @@ pub enum DeserializationPolicy {
     LogAndContinue,
 }
 
+/// Why a configuration was refused; each names the file, key or argument at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("reading config file {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not TOML.
     #[error("config file {path} is not valid TOML: {source}")]
     Toml {
+        /// The file.
         path: PathBuf,
+        /// What the parser said.
         #[source]
         source: toml::de::Error,
     },
+    /// A key that is not in `config/worker.toml` (and not `kafka.*`).
     #[error("unknown config key '{key}' (see config/worker.toml for the keys)")]
-    UnknownKey { key: String },
+    UnknownKey {
+        /// The key.
+        key: String,
+    },
+    /// A value the key does not accept.
     #[error("config key '{key}': bad value '{value}': {reason}")]
     BadValue {
+        /// The key.
         key: String,
+        /// The value given.
         value: String,
+        /// What the key accepts.
         reason: String,
     },
+    /// A `--set` argument without `=`.
     #[error("--set expects key=value, got '{arg}'")]
-    BadOverride { arg: String },
+    BadOverride {
+        /// The argument.
+        arg: String,
+    },
 }
 
+/// The settings of a worker, one field per key of `config/worker.toml` (where each key's
+/// meaning and default is documented); [`Default`] is that file's defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
+    /// `application.id`.
     pub application_id: String,
+    /// `bootstrap.servers`.
     pub bootstrap_servers: String,
+    /// `input.topic`.
     pub input_topic: String,
+    /// `output.topic`.
     pub output_topic: String,
+    /// `store.name`.
     pub store_name: String,
+    /// `inactivity.gap.ms`.
     pub inactivity_gap: Duration,
+    /// `grace.ms`.
     pub grace: Duration,
+    /// `retention.ms` (gap + grace when absent).
     pub retention: Duration,
+    /// `commit.interval.ms`.
     pub commit_interval: Duration,
+    /// `statestore.cache.max.bytes`.
     pub cache_max_bytes: usize,
+    /// `processing.guarantee`.
     pub processing_guarantee: ProcessingGuarantee,
+    /// `state.dir`.
     pub state_dir: PathBuf,
     /// Where the Prometheus endpoint listens; `None` when `metrics.addr` is empty.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `deserialization.exception.handler`.
     pub deserialization_policy: DeserializationPolicy,
     /// Skip (and count) changelog records that cannot be decoded during restore instead of
     /// failing the task.
@@ -160,6 +198,7 @@ fn topic(key: &str, value: &str) -> Result<String, ConfigError> {
 impl WorkerConfig {
     /// The runtime settings of this configuration, with the process id kept in `state.dir`
     /// and a fresh member id.
+    #[doc(hidden)]
     pub fn runtime_config(&self) -> std::io::Result<crate::runtime::RuntimeConfig> {
         use crate::runtime::{InputErrorPolicy, RuntimeConfig};
         Ok(RuntimeConfig {
@@ -182,6 +221,7 @@ impl WorkerConfig {
             kafka: self.kafka.clone(),
             leave_timeout: Duration::from_secs(10),
             state_dir: self.state_dir.clone(),
+            status: crate::runtime::StatusBoard::new(),
         })
     }
 

@@ -1,8 +1,11 @@
-//! The worker around the runtime: configuration and process identity of the `kstate-worker`
-//! binary. Owns nothing of the processing itself.
+//! The worker around the runtime: configuration, process identity, the [`Worker`] builder
+//! and the HTTP endpoint of the `kstate-worker` binary. Owns nothing of the processing itself.
 
+mod builder;
 pub mod config;
+pub mod http;
 mod process;
 
+pub use builder::{Worker, WorkerBuilder, WorkerError};
 pub use config::{ConfigError, DeserializationPolicy, ProcessingGuarantee, WorkerConfig};
 pub use process::process_id;

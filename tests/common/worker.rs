@@ -1,6 +1,6 @@
 //! Helpers for end-to-end tests of `kstate-worker`: spawn workers as child processes, feed
 //! an input topic, read an output topic's compacted view, and compute the reference result
-//! of DESIGN §4 from the input as read back per partition.
+//! of docs/DESIGN.md §4 from the input as read back per partition.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -282,7 +282,7 @@ pub fn compacted(records: &[OutRecord]) -> BTreeMap<(String, i64, i64), i64> {
         .collect()
 }
 
-/// DESIGN §4 applied to `clicks` in order (one partition's records), without expiry.
+/// docs/DESIGN.md §4 applied to `clicks` in order (one partition's records), without expiry.
 pub fn reference(clicks: &[Click], gap: i64, grace: i64) -> BTreeMap<(String, i64, i64), i64> {
     let mut stream_time = i64::MIN;
     let mut sessions: BTreeMap<String, Vec<(i64, i64, i64)>> = BTreeMap::new();
@@ -336,8 +336,8 @@ pub fn reference_by_partition(
 /// A click stream with sessions: `keys` users, bursts of clicks separated by more than the
 /// gap, some bursts bridging two earlier sessions (merges), records out of order within
 /// grace, and (with `late`) a few records beyond grace. Streams replayed after a crash or a
-/// restart leave late records out: stream time is not restored (DESIGN §4), so a record late
-/// before the restart may be accepted after it, in Kafka Streams as in kstate.
+/// restart leave late records out: stream time is not restored (docs/DESIGN.md §4), so a
+/// record late before the restart may be accepted after it, in Kafka Streams as in kstate.
 pub fn click_stream(
     keys: usize,
     bursts: usize,

@@ -1,5 +1,5 @@
 //! Random record streams through the aggregate step against a naive re-implementation of
-//! DESIGN §4 (sessions in a `BTreeMap`, linear scans), with merges, late records,
+//! docs/DESIGN.md §4 (sessions in a `BTreeMap`, linear scans), with merges, late records,
 //! out-of-order timestamps, skips, expiry and caches of every size.
 //!
 //! Which stored sessions a lookup sees follows Java's store (see `CachingSessionStore`):
@@ -41,7 +41,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 type SessionKey = (String, i64, i64);
 
-/// DESIGN §4, written as plainly as possible. Sessions are keyed `(key, end, start)`.
+/// docs/DESIGN.md §4, written as plainly as possible. Sessions are keyed `(key, end, start)`.
 struct Model {
     gap: i64,
     grace: i64,
