@@ -521,24 +521,62 @@ async fn state_moves_between_kafka_streams_and_kstate_both_ways() -> anyhow::Res
     Ok(())
 }
 
+/// Active tasks per member, as the broker describes the group.
+async fn owned_tasks(conn: &mut BrokerConnection, app: &App) -> anyhow::Result<Vec<usize>> {
+    let described = conn.describe(std::slice::from_ref(&app.id), false).await?;
+    Ok(described
+        .groups
+        .first()
+        .map(|g| {
+            g.members
+                .iter()
+                .map(|m| {
+                    m.assignment
+                        .active_tasks
+                        .iter()
+                        .map(|t| t.partitions.len())
+                        .sum()
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Polls until both instances own some of the `PARTITIONS` tasks.
+async fn wait_split(app: &App, running: &mut [&mut Instance]) -> anyhow::Result<Vec<usize>> {
+    let mut conn = connect(&app.bootstrap).await?;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        for instance in running.iter_mut() {
+            instance.check_alive()?;
+        }
+        let owned = owned_tasks(&mut conn, app).await?;
+        if owned.len() == 2
+            && owned.iter().all(|n| *n > 0)
+            && owned.iter().sum::<usize>() == PARTITIONS as usize
+        {
+            return Ok(owned);
+        }
+        if Instant::now() >= deadline {
+            let tails: Vec<String> = running.iter().map(|i| i.tail()).collect();
+            bail!(
+                "{}: the tasks were never split between Kafka Streams and kstate: {owned:?}\n{}",
+                app.id,
+                tails.join("\n---\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Polls until `instance` runs every one of the `PARTITIONS` tasks per the broker.
 async fn wait_all_tasks(app: &App, survivor: &mut Instance) -> anyhow::Result<()> {
     let mut conn = connect(&app.bootstrap).await?;
     let deadline = Instant::now() + DEADLINE;
     loop {
         survivor.check_alive()?;
-        let described = conn.describe(&[app.id.clone()], false).await?;
-        let owned: Option<usize> = described.groups.first().and_then(|g| {
-            (g.members.len() == 1).then(|| {
-                g.members[0]
-                    .assignment
-                    .active_tasks
-                    .iter()
-                    .map(|t| t.partitions.len())
-                    .sum()
-            })
-        });
-        if owned == Some(PARTITIONS as usize) {
+        let owned = owned_tasks(&mut conn, app).await?;
+        if owned == [PARTITIONS as usize] {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -564,20 +602,7 @@ async fn mixed_group(victim: Side, seed: u64) -> anyhow::Result<String> {
 
     let mut java = app.java("java", guarantee)?;
     let mut kstate = app.kstate("kstate", guarantee)?;
-    let group = describe(&app.bootstrap, &app.id, 2)
-        .await
-        .with_context(|| format!("{}\n{}", java.tail(), kstate.tail()))?;
-    let split: Vec<usize> = group
-        .members
-        .iter()
-        .map(|m| {
-            m.assignment
-                .active_tasks
-                .iter()
-                .map(|t| t.partitions.len())
-                .sum()
-        })
-        .collect();
+    let split = wait_split(&app, &mut [&mut java, &mut kstate]).await?;
     let ends = app.produce(&first_half).await?;
     app.wait_committed(&ends, &mut [&mut java, &mut kstate])
         .await?;
