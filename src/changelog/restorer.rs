@@ -371,7 +371,10 @@ impl Restorer {
                 Ok(())
             }
             (Err(e), CorruptRecordPolicy::Skip) => {
-                warn!(error = %e, "skipping a corrupt changelog record");
+                warn!(
+                    error = &e as &dyn std::error::Error,
+                    "skipping a corrupt changelog record"
+                );
                 outcome.skipped += 1;
                 Ok(())
             }

@@ -255,7 +255,10 @@ impl Runtime {
         }
         if tpl.count() > 0 {
             if let Err(e) = consumer.incremental_unassign(&tpl) {
-                warn!(error = %e, "unassigning input partitions");
+                warn!(
+                    error = &e as &dyn std::error::Error,
+                    "unassigning input partitions"
+                );
             }
         }
         metrics::assigned_tasks(self.tasks.len());
@@ -267,7 +270,10 @@ impl Runtime {
         self.output.producer.abandon();
         if let Some(txn) = self.txn.as_mut() {
             if let Err(e) = txn.abort() {
-                warn!(error = %e, "aborting the transaction of lost tasks");
+                warn!(
+                    error = &e as &dyn std::error::Error,
+                    "aborting the transaction of lost tasks"
+                );
             }
         }
     }

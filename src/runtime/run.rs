@@ -319,7 +319,7 @@ impl Runtime {
             Err(ProcessError::Input(e))
                 if self.config.input_errors == InputErrorPolicy::Continue =>
             {
-                warn!(task = %task.name, error = %e, "skipping an input record that cannot be deserialized");
+                warn!(task = %task.name, error = &e as &dyn std::error::Error, "skipping an input record that cannot be deserialized");
                 metrics::records_skipped("deserialization", 1);
                 task.skip(msg.offset());
             }
@@ -387,7 +387,10 @@ impl Runtime {
             }
             MembershipEvent::Fatal(source) => Err(RuntimeError::Membership { source }),
             MembershipEvent::Warning(e) => {
-                warn!(error = %e, "streams group warning");
+                warn!(
+                    error = &e as &dyn std::error::Error,
+                    "streams group warning"
+                );
                 Ok(())
             }
             MembershipEvent::CoordinatorChanged | MembershipEvent::Left => Ok(()),

@@ -26,13 +26,13 @@ pub enum DeserializationPolicy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading config file {path}: {source}")]
+    #[error("reading config file {path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid TOML: {source}")]
+    #[error("config file {path} is not valid TOML")]
     Toml {
         path: PathBuf,
         #[source]
@@ -299,6 +299,21 @@ impl WorkerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_config_file_reports_its_cause_once() {
+        let path = std::env::temp_dir().join("kstate-no-such-dir/worker.toml");
+        let err = WorkerConfig::load(Some(&path), &[]).expect_err("no such file");
+        // What kstate-worker prints: the message, then the I/O error, once.
+        let report = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(
+            report,
+            format!(
+                "reading config file {}: No such file or directory (os error 2)",
+                path.display()
+            )
+        );
+    }
 
     fn load(text: &str, overrides: &[&str]) -> Result<WorkerConfig, ConfigError> {
         let path = std::env::temp_dir().join(format!(
