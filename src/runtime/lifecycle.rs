@@ -161,6 +161,7 @@ impl Runtime {
             },
             read_committed: self.config.exactly_once,
             consumer_config: self.config.kafka.clone(),
+            retention: Some(self.config.store_retention),
             ..RestoreOptions::default()
         };
         let restorer = Restorer::new(&self.config.bootstrap, options).map_err(|source| {
