@@ -43,8 +43,6 @@ use common::java::JavaApp;
 use common::worker::{click_stream, partition_of, produce, read_topic, Click, OutRecord, Worker};
 use kstate::protocol::{BrokerConnection, ConnectionConfig};
 use rdkafka::admin::ConfigSource;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 
 const INPUT_PARTITIONS: i32 = 4;
 /// Not the input's count, so the output partition is the sink's own decision.
@@ -68,6 +66,10 @@ struct Settings {
     retention: Option<i64>,
     /// `processing.guarantee=exactly_once_v2` on both sides (outputs read committed).
     eos: bool,
+    /// Kafka Streams' `poll.ms`; `None` = its default (100). It also bounds the one poll in
+    /// which Kafka Streams reads a changelog's last record to decide where a restore from
+    /// scratch starts (a slower answer means a restore from the log start).
+    java_poll_ms: Option<u64>,
 }
 
 impl Settings {
@@ -86,6 +88,7 @@ const BOUNDARY: Settings = Settings {
     commit_interval_ms: 200,
     retention: None,
     eos: false,
+    java_poll_ms: None,
 };
 
 const GENERATED: Settings = Settings {
@@ -95,6 +98,7 @@ const GENERATED: Settings = Settings {
     commit_interval_ms: 200,
     retention: None,
     eos: false,
+    java_poll_ms: None,
 };
 
 struct Scenario {
@@ -531,18 +535,6 @@ fn read_topics(bootstrap: &str, names: &Names, read_committed: bool) -> anyhow::
     })
 }
 
-fn high_watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    (0..INPUT_PARTITIONS)
-        .map(|p| {
-            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-            Ok((p, high))
-        })
-        .collect()
-}
-
 fn guarantee(s: Settings) -> &'static str {
     if s.eos {
         "exactly_once_v2"
@@ -574,6 +566,9 @@ fn java_args(
     }
     if let Some(ms) = s.retention {
         args.push(("retention.ms", ms.to_string()));
+    }
+    if let Some(ms) = s.java_poll_ms {
+        args.push(("poll.ms", ms.to_string()));
     }
     args
 }
@@ -681,7 +676,7 @@ async fn run_scenario(scenario: &Scenario, bootstrap: &str) -> anyhow::Result<St
     let mut apps = None;
     for (i, clicks) in scenario.runs.iter().enumerate() {
         produce(bootstrap, &names.input, INPUT_PARTITIONS, clicks).await?;
-        let ends = high_watermarks(bootstrap, &names.input)?;
+        let ends = common::high_watermarks(bootstrap, &names.input, INPUT_PARTITIONS)?;
         let mut java = JavaApp::spawn(
             &format!("{}-java-{i}", scenario.name),
             &java_args(&names, bootstrap, s, &java_state),
@@ -716,7 +711,7 @@ async fn run_scenario(scenario: &Scenario, bootstrap: &str) -> anyhow::Result<St
         }
     }
     let (mut java, mut worker) = apps.context("no runs")?;
-    let ends = high_watermarks(bootstrap, &names.input)?;
+    let ends = common::high_watermarks(bootstrap, &names.input, INPUT_PARTITIONS)?;
     let processed_after = started.elapsed();
 
     // Every input offset is committed (at-least-once: output and changelog were flushed and
