@@ -1065,14 +1065,13 @@ fn kstate_output_equals_kafka_streams() -> anyhow::Result<()> {
 /// 1..200 were run by hand, see `scripts/java-diff`): `JEQ_RANDOM_SEEDS=1..20` (ranges inclusive, `3,7,9`; see
 /// `tests/java_equivalence/random.rs` for what a seed draws), `JEQ_CASE=path[,path...]` for
 /// workloads from files, `JEQ_EOS=1` for `exactly_once_v2` on both sides, `JEQ_PARALLEL=n`
-/// scenarios at a time (default 3; the default set runs at once). Every workload is written to
+/// scenarios at a time (default 3). Every workload is written to
 /// `$CARGO_TARGET_TMPDIR/jeq-random/<name>.case` (the format `JEQ_CASE` reads) and the
 /// records it actually runs to `<name>.kept.case` (with the cache on, the
 /// flush-timing-dependent ones left out), so a failing seed can be cut down by hand. `scripts/java-diff` wraps this.
 #[test]
 fn random_workloads() -> anyhow::Result<()> {
     let case = std::env::var("JEQ_CASE").ok();
-    let explicit = case.is_some() || std::env::var("JEQ_RANDOM_SEEDS").is_ok();
     let seeds = std::env::var("JEQ_RANDOM_SEEDS")
         .ok()
         .or_else(|| case.is_none().then(|| "1..3".to_string()));
@@ -1144,12 +1143,7 @@ fn random_workloads() -> anyhow::Result<()> {
     let parallel = std::env::var("JEQ_PARALLEL")
         .ok()
         .and_then(|v| v.parse().ok())
-        // The default set (the cases and seeds 1..3) at once; chosen seeds 3 at a time.
-        .unwrap_or(if explicit {
-            3
-        } else {
-            scenarios.len().clamp(1, 4)
-        });
+        .unwrap_or(3);
     let (report, failed) = run_all(scenarios, &bootstrap, parallel, true)?;
     println!(
         "{} passed, {} failed in {} s: {failed:?}",

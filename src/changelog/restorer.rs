@@ -17,6 +17,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::ChangelogError;
+use crate::protocol::KafkaProperties;
 
 /// What a restore writes into: the store's `put_inner`/`delete_inner`/`clear`.
 pub trait RestoreTarget {
@@ -46,8 +47,8 @@ pub struct RestoreOptions {
     pub progress_interval: Duration,
     /// Give up when no record arrives for this long although the end is not reached.
     pub stall_timeout: Duration,
-    /// Extra librdkafka settings (security).
-    pub consumer_config: Vec<(String, String)>,
+    /// Extra librdkafka settings (security); `Debug` redacts secrets.
+    pub consumer_config: KafkaProperties,
     /// The store's retention. With it, a restore from scratch skips the changelog records
     /// stamped before (the last record's timestamp - retention), as Kafka Streams 4.4.0's
     /// `StoreChangelogReader` does for windowed and session stores (see
@@ -62,7 +63,7 @@ impl Default for RestoreOptions {
             read_committed: false,
             progress_interval: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(120),
-            consumer_config: Vec::new(),
+            consumer_config: KafkaProperties::new(),
             retention: None,
         }
     }

@@ -1,29 +1,46 @@
 //! Connection settings: client id, timeouts, frame limit and the security settings
 //! (`security.protocol`, SASL, TLS) in librdkafka / Java property names, so the worker can
-//! hand over the same map it gives rdkafka.
+//! hand over the same map it gives rdkafka and a user writes them once.
 //!
-//! All four security protocols parse, so a configuration written for a secured cluster is
-//! accepted, but only PLAINTEXT connects; the others fail with
-//! [`ProtocolError::UnsupportedSecurityProtocol`] at connect time. Owns no sockets.
+//! Every security protocol connects: TLS for `SSL` and `SASL_SSL`, SASL PLAIN or
+//! SCRAM-SHA-256/512 for `SASL_PLAINTEXT` and `SASL_SSL`. [`ConnectionConfig::validate`]
+//! refuses incomplete or unsupported settings by key before any socket is opened. Passwords
+//! are [`Secret`]s: no `Debug` output or error shows them. Owns no sockets.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use super::error::ProtocolError;
+use super::secret::{Secret, REDACTED};
 
 /// The `security.protocol` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SecurityProtocol {
-    /// Plain TCP (implemented).
+    /// Plain TCP.
     #[default]
     Plaintext,
-    /// TLS (accepted, not implemented).
+    /// TLS.
     Ssl,
-    /// SASL over plain TCP (accepted, not implemented).
+    /// SASL over plain TCP.
     SaslPlaintext,
-    /// SASL over TLS (accepted, not implemented).
+    /// SASL over TLS.
     SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Whether connections are wrapped in TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether connections authenticate with SASL.
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
 }
 
 impl fmt::Display for SecurityProtocol {
@@ -55,57 +72,45 @@ impl FromStr for SecurityProtocol {
     }
 }
 
+/// The SASL mechanisms the group connection speaks.
+pub const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
 /// SASL settings (`sasl.mechanism`, `sasl.username`, `sasl.password`).
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SaslConfig {
-    /// Mechanism, e.g. `PLAIN` or `SCRAM-SHA-512`.
+    /// Mechanism: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
     pub mechanism: Option<String>,
     /// User name.
     pub username: Option<String>,
-    /// Password (never printed by `Debug`).
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for SaslConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SaslConfig")
-            .field("mechanism", &self.mechanism)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
+    /// Password (printed as `<redacted>`).
+    pub password: Option<Secret>,
 }
 
 /// TLS settings (`ssl.*`).
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsConfig {
-    /// `ssl.ca.location`.
+    /// `ssl.ca.location`: PEM file of the CA certificates to trust; absent means the
+    /// system's roots.
     pub ca_location: Option<String>,
-    /// `ssl.certificate.location`.
+    /// `ssl.certificate.location`: PEM client certificate chain (mutual TLS).
     pub certificate_location: Option<String>,
-    /// `ssl.key.location`.
+    /// `ssl.key.location`: PEM private key of the client certificate, unencrypted.
     pub key_location: Option<String>,
-    /// `ssl.key.password` (never printed by `Debug`).
-    pub key_password: Option<String>,
-    /// `ssl.endpoint.identification.algorithm` (`https` or `none`).
+    /// `ssl.key.password` (printed as `<redacted>`); refused by
+    /// [`ConnectionConfig::validate`]: the group connection reads unencrypted keys only.
+    pub key_password: Option<Secret>,
+    /// `ssl.endpoint.identification.algorithm`: `https` (the default: the broker's
+    /// certificate must name the host connected to) or `none`.
     pub endpoint_identification_algorithm: Option<String>,
 }
 
-impl fmt::Debug for TlsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsConfig")
-            .field("ca_location", &self.ca_location)
-            .field("certificate_location", &self.certificate_location)
-            .field("key_location", &self.key_location)
-            .field(
-                "key_password",
-                &self.key_password.as_ref().map(|_| "<redacted>"),
-            )
-            .field(
-                "endpoint_identification_algorithm",
-                &self.endpoint_identification_algorithm,
-            )
-            .finish()
+impl TlsConfig {
+    /// Whether the broker's certificate must match the host name (default yes).
+    pub fn verify_hostname(&self) -> bool {
+        !matches!(
+            self.endpoint_identification_algorithm.as_deref(),
+            Some(a) if a.eq_ignore_ascii_case("none") || a.is_empty()
+        )
     }
 }
 
@@ -160,8 +165,10 @@ impl ConnectionConfig {
     /// `sasl.mechanisms`), `sasl.username`, `sasl.password`, `ssl.ca.location`,
     /// `ssl.certificate.location`, `ssl.key.location`, `ssl.key.password`,
     /// `ssl.endpoint.identification.algorithm`, `request.timeout.ms`,
-    /// `socket.connection.setup.timeout.ms`. Other keys are ignored, so the map given to
-    /// rdkafka can be passed unchanged.
+    /// `socket.connection.setup.timeout.ms`. `ssl.ca.location=probe` means the system's CA
+    /// store; inline PEM (`ssl.ca.pem`, `ssl.certificate.pem`, `ssl.key.pem`) is refused
+    /// (give files). Other keys are ignored, so the map given to rdkafka can be passed
+    /// unchanged.
     pub fn from_properties<'a>(
         props: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, ProtocolError> {
@@ -173,11 +180,21 @@ impl ConnectionConfig {
                 "security.protocol" => c.security_protocol = value.parse()?,
                 "sasl.mechanism" | "sasl.mechanisms" => c.sasl.mechanism = owned(),
                 "sasl.username" => c.sasl.username = owned(),
-                "sasl.password" => c.sasl.password = owned(),
+                "sasl.password" => c.sasl.password = Some(Secret::new(value)),
+                // librdkafka's "probe" means the system's CA store, as absent does here.
+                "ssl.ca.location" if value == "probe" => c.tls.ca_location = None,
                 "ssl.ca.location" => c.tls.ca_location = owned(),
+                "ssl.ca.pem" | "ssl.certificate.pem" | "ssl.key.pem" => {
+                    return Err(ProtocolError::InvalidConfig {
+                        key: key.into(),
+                        value: REDACTED.into(),
+                        reason: "inline PEM is not supported by the streams group connection; \
+                                 give a file with the matching *.location key",
+                    })
+                }
                 "ssl.certificate.location" => c.tls.certificate_location = owned(),
                 "ssl.key.location" => c.tls.key_location = owned(),
-                "ssl.key.password" => c.tls.key_password = owned(),
+                "ssl.key.password" => c.tls.key_password = Some(Secret::new(value)),
                 "ssl.endpoint.identification.algorithm" => {
                     c.tls.endpoint_identification_algorithm = owned()
                 }
@@ -189,12 +206,83 @@ impl ConnectionConfig {
         Ok(c)
     }
 
-    /// Fails unless the configured security protocol is implemented (PLAINTEXT only).
-    pub fn check_supported(&self) -> Result<(), ProtocolError> {
-        match self.security_protocol {
-            SecurityProtocol::Plaintext => Ok(()),
-            protocol => Err(ProtocolError::UnsupportedSecurityProtocol { protocol }),
+    /// Refuses settings that cannot connect, naming the key: a SASL protocol without a
+    /// supported mechanism, user name or password; a client certificate without its key (or
+    /// the reverse); an encrypted client key (`ssl.key.password`); an unknown
+    /// `ssl.endpoint.identification.algorithm`. TLS settings under PLAINTEXT are ignored,
+    /// as librdkafka ignores them.
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        let invalid = |key: &str, value: &str, reason| {
+            Err(ProtocolError::InvalidConfig {
+                key: key.into(),
+                value: value.into(),
+                reason,
+            })
+        };
+        if self.security_protocol.uses_sasl() {
+            let mechanism = self.sasl.mechanism.as_deref().unwrap_or("");
+            if !SASL_MECHANISMS.contains(&mechanism) {
+                return invalid(
+                    "sasl.mechanism",
+                    mechanism,
+                    "expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with a SASL security.protocol",
+                );
+            }
+            if self.sasl.username.as_deref().unwrap_or("").is_empty() {
+                return invalid(
+                    "sasl.username",
+                    "",
+                    "required with a SASL security.protocol",
+                );
+            }
+            if self.sasl.password.is_none() {
+                return invalid(
+                    "sasl.password",
+                    "",
+                    "required with a SASL security.protocol",
+                );
+            }
         }
+        if self.security_protocol.uses_tls() {
+            let tls = &self.tls;
+            if tls.key_password.is_some() {
+                return invalid(
+                    "ssl.key.password",
+                    REDACTED,
+                    "encrypted client keys are not supported: give an unencrypted PEM key",
+                );
+            }
+            match (&tls.certificate_location, &tls.key_location) {
+                (Some(_), None) => {
+                    return invalid(
+                        "ssl.key.location",
+                        "",
+                        "required with ssl.certificate.location",
+                    )
+                }
+                (None, Some(key)) => {
+                    return invalid(
+                        "ssl.certificate.location",
+                        key,
+                        "required with ssl.key.location",
+                    )
+                }
+                _ => {}
+            }
+            if let Some(a) = &tls.endpoint_identification_algorithm {
+                if !(a.is_empty()
+                    || a.eq_ignore_ascii_case("https")
+                    || a.eq_ignore_ascii_case("none"))
+                {
+                    return invalid(
+                        "ssl.endpoint.identification.algorithm",
+                        a,
+                        "expected https or none",
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -219,21 +307,110 @@ mod tests {
         assert_eq!(c.sasl.mechanism.as_deref(), Some("SCRAM-SHA-512"));
         assert_eq!(c.tls.ca_location.as_deref(), Some("/etc/ca.pem"));
         assert_eq!(c.request_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            c.sasl.password.as_ref().map(Secret::expose),
+            Some("hunter2")
+        );
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]
-    fn only_plaintext_is_supported() {
-        assert!(ConnectionConfig::default().check_supported().is_ok());
-        let c = ConnectionConfig::from_properties([("security.protocol", "SSL")]).expect("parses");
-        let err = c.check_supported().unwrap_err();
-        assert!(matches!(
-            err,
-            ProtocolError::UnsupportedSecurityProtocol {
-                protocol: SecurityProtocol::Ssl
-            }
-        ));
-        assert!(err.to_string().contains("SSL"));
+    fn complete_settings_validate_for_every_protocol() {
+        assert!(ConnectionConfig::default().validate().is_ok());
+        let sasl = [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "u"),
+            ("sasl.password", "p"),
+        ];
+        assert!(ConnectionConfig::from_properties(sasl)
+            .unwrap()
+            .validate()
+            .is_ok());
+        let mtls = [
+            ("security.protocol", "SSL"),
+            ("ssl.certificate.location", "/c.pem"),
+            ("ssl.key.location", "/k.pem"),
+            ("ssl.endpoint.identification.algorithm", "none"),
+        ];
+        let c = ConnectionConfig::from_properties(mtls).unwrap();
+        assert!(c.validate().is_ok());
+        assert!(!c.tls.verify_hostname());
+        assert!(TlsConfig::default().verify_hostname());
+    }
+
+    #[test]
+    fn incomplete_security_settings_name_the_key() {
+        let cases: [(&[(&str, &str)], &str); 7] = [
+            (&[("security.protocol", "SASL_SSL")], "sasl.mechanism"),
+            (
+                &[
+                    ("security.protocol", "SASL_PLAINTEXT"),
+                    ("sasl.mechanism", "GSSAPI"),
+                ],
+                "sasl.mechanism",
+            ),
+            (
+                &[
+                    ("security.protocol", "SASL_SSL"),
+                    ("sasl.mechanism", "PLAIN"),
+                ],
+                "sasl.username",
+            ),
+            (
+                &[
+                    ("security.protocol", "SASL_SSL"),
+                    ("sasl.mechanism", "PLAIN"),
+                    ("sasl.username", "u"),
+                ],
+                "sasl.password",
+            ),
+            (
+                &[
+                    ("security.protocol", "SSL"),
+                    ("ssl.certificate.location", "/c"),
+                ],
+                "ssl.key.location",
+            ),
+            (
+                &[
+                    ("security.protocol", "SSL"),
+                    ("ssl.key.password", "hunter2"),
+                ],
+                "ssl.key.password",
+            ),
+            (
+                &[
+                    ("security.protocol", "SSL"),
+                    ("ssl.endpoint.identification.algorithm", "dns"),
+                ],
+                "ssl.endpoint.identification.algorithm",
+            ),
+        ];
+        for (props, key) in cases {
+            let err = ConnectionConfig::from_properties(props.iter().copied())
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(
+                matches!(&err, ProtocolError::InvalidConfig { key: k, .. } if k == key),
+                "{props:?}: {err}"
+            );
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn probe_means_system_roots_and_inline_pem_is_refused_unshown() {
+        let c = ConnectionConfig::from_properties([("ssl.ca.location", "probe")]).unwrap();
+        assert_eq!(c.tls.ca_location, None);
+        let err = ConnectionConfig::from_properties([("ssl.key.pem", "-----BEGIN PRIVATE KEY")])
+            .unwrap_err();
+        assert!(
+            matches!(&err, ProtocolError::InvalidConfig { key, .. } if key == "ssl.key.pem"),
+            "{err}"
+        );
+        assert!(!format!("{err} {err:?}").contains("BEGIN"), "{err:?}");
     }
 
     #[test]

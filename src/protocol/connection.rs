@@ -1,7 +1,9 @@
-//! One TCP connection to one broker: size-prefixed framing, request headers (v1, or v2 for
-//! flexible APIs), response headers (v0 / v1), correlation ids checked, a timeout per
-//! request, and the ApiVersions exchange on connect that [`BrokerConnection::negotiate`]
-//! answers from.
+//! One connection to one broker: TCP, wrapped in TLS for `SSL` / `SASL_SSL`, size-prefixed
+//! framing, request headers (v1, or v2 for flexible APIs), response headers (v0 / v1),
+//! correlation ids checked, a timeout per request, the ApiVersions exchange on connect that
+//! [`BrokerConnection::negotiate`] answers from, then SASL authentication for `SASL_*`
+//! (`sasl.rs`), repeated on the same socket before the session the broker granted runs out
+//! (KIP-368).
 //!
 //! Requests are sent one at a time (`&mut self`); any I/O failure, timeout or correlation
 //! mismatch closes the socket, and the next call fails with
@@ -11,11 +13,13 @@
 //! `group_apis.rs`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, trace};
 
@@ -51,19 +55,40 @@ pub(crate) struct RequestKind {
     pub response_header_version: i16,
 }
 
-/// A connection to one broker, versions negotiated.
+/// A byte stream to a broker: TCP or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
+
+/// The open socket of a connection.
+struct Socket(Box<dyn Io>);
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Socket")
+    }
+}
+
+/// A connection to one broker, versions negotiated, authenticated when configured.
 #[derive(Debug)]
 pub struct BrokerConnection {
     addr: String,
     config: ConnectionConfig,
-    stream: Option<TcpStream>,
+    stream: Option<Socket>,
     next_correlation_id: i32,
     api_versions: BTreeMap<i16, VersionRange>,
+    /// The rustls configuration, built on the first TLS connect.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// When to authenticate again (the broker's session lifetime, less a margin).
+    reauthenticate_at: Option<Instant>,
+    /// Re-authentications done on open sockets.
+    reauthentications: u64,
 }
 
 impl BrokerConnection {
-    /// Connects to `addr` (`host:port`) and exchanges ApiVersions, all within
-    /// `config.connect_timeout`. Fails at once for a security protocol other than PLAINTEXT.
+    /// Connects to `addr` (`host:port`), runs the TLS handshake and exchanges ApiVersions,
+    /// all within `config.connect_timeout`, then authenticates with SASL if configured.
+    /// Settings that cannot connect fail at once ([`ConnectionConfig::validate`]).
     pub async fn connect(
         addr: impl Into<String>,
         config: ConnectionConfig,
@@ -74,17 +99,49 @@ impl BrokerConnection {
             stream: None,
             next_correlation_id: 0,
             api_versions: BTreeMap::new(),
+            tls: None,
+            reauthenticate_at: None,
+            reauthentications: 0,
         };
         conn.reconnect().await?;
         Ok(conn)
     }
 
-    /// Drops the current socket (if any), connects again and repeats the ApiVersions
-    /// exchange.
+    /// Connects to the first of the comma-separated `bootstrap` brokers that answers. A
+    /// security failure ([`ProtocolError::is_security_failure`]) is returned at once: the
+    /// other brokers would fail the same way.
+    pub async fn connect_any(
+        bootstrap: &str,
+        config: ConnectionConfig,
+    ) -> Result<Self, ProtocolError> {
+        let mut last = ProtocolError::NotConnected {
+            addr: bootstrap.to_owned(),
+        };
+        for addr in bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match BrokerConnection::connect(addr, config.clone()).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) if e.is_security_failure() => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Drops the current socket (if any), connects again, repeats the ApiVersions exchange
+    /// and authenticates.
     pub async fn reconnect(&mut self) -> Result<(), ProtocolError> {
-        self.config.check_supported()?;
+        self.config.validate()?;
         self.stream = None;
+        self.reauthenticate_at = None;
+        if self.config.security_protocol.uses_tls() && self.tls.is_none() {
+            self.tls = Some(super::tls::client_config(&self.config.tls)?);
+        }
         let timeout = self.config.connect_timeout;
+        let tls = self.tls.clone();
         let connect = async {
             let stream =
                 TcpStream::connect(&self.addr)
@@ -99,7 +156,12 @@ impl BrokerConnection {
                     addr: self.addr.clone(),
                     source,
                 })?;
-            Ok(stream)
+            Ok(match tls {
+                Some(tls) => Socket(Box::new(
+                    super::tls::handshake(tls, &self.addr, stream).await?,
+                )),
+                None => Socket(Box::new(stream)),
+            })
         };
         let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| {
             ProtocolError::Timeout {
@@ -109,9 +171,38 @@ impl BrokerConnection {
             }
         })??;
         self.stream = Some(stream);
-        self.api_versions = self.exchange_api_versions().await?;
-        debug!(addr = %self.addr, apis = self.api_versions.len(), "connected to broker");
+        self.api_versions = self
+            .exchange_api_versions()
+            .await
+            .map_err(tls_alert_as_handshake_failure)?;
+        if self.config.security_protocol.uses_sasl() {
+            self.authenticate().await?;
+        }
+        debug!(
+            addr = %self.addr,
+            apis = self.api_versions.len(),
+            security = %self.config.security_protocol,
+            "connected to broker"
+        );
         Ok(())
+    }
+
+    /// Runs the SASL exchange and schedules the next one before the session runs out.
+    async fn authenticate(&mut self) -> Result<(), ProtocolError> {
+        let started = Instant::now();
+        let result = super::sasl::authenticate(self).await;
+        if result.is_err() {
+            self.stream = None;
+        }
+        // The Java client re-authenticates at 85-95% of the lifetime; 85% leaves room for
+        // a slow exchange.
+        self.reauthenticate_at = result?.map(|lifetime| started + lifetime.mul_f64(0.85));
+        Ok(())
+    }
+
+    /// How many times this connection re-authenticated an open socket.
+    pub fn reauthentications(&self) -> u64 {
+        self.reauthentications
     }
 
     /// The broker address.
@@ -192,6 +283,18 @@ impl BrokerConnection {
         request: &Req,
         version: i16,
     ) -> Result<Req::Response, ProtocolError> {
+        let (kind, encoded) = self.encode_generated(api, request, version)?;
+        let mut body = self.round_trip(kind, |buf| buf.put_slice(&encoded)).await?;
+        <Req::Response as Decodable>::decode(&mut body, version)
+            .map_err(|e| self.generated_error(api, version, e))
+    }
+
+    fn encode_generated<Req: Request>(
+        &self,
+        api: &'static str,
+        request: &Req,
+        version: i16,
+    ) -> Result<(RequestKind, BytesMut), ProtocolError> {
         let kind = RequestKind {
             api_key: Req::KEY,
             api,
@@ -203,10 +306,7 @@ impl BrokerConnection {
         request
             .encode(&mut encoded, version)
             .map_err(|e| self.generated_error(api, version, e))?;
-        let body = self.round_trip(kind, |buf| buf.put_slice(&encoded)).await?;
-        let mut body = body;
-        <Req::Response as Decodable>::decode(&mut body, version)
-            .map_err(|e| self.generated_error(api, version, e))
+        Ok((kind, encoded))
     }
 
     fn generated_error(
@@ -273,8 +373,40 @@ impl BrokerConnection {
     }
 
     /// Writes one request frame and reads its response frame within the request timeout;
-    /// returns the response body (header stripped). Closes the socket on any failure.
+    /// returns the response body (header stripped). Re-authenticates first when the SASL
+    /// session is about to run out. Closes the socket on any failure.
     pub(crate) async fn round_trip(
+        &mut self,
+        kind: RequestKind,
+        write_body: impl FnOnce(&mut BytesMut),
+    ) -> Result<Bytes, ProtocolError> {
+        let due = self
+            .reauthenticate_at
+            .is_some_and(|at| Instant::now() >= at);
+        if due && self.stream.is_some() {
+            debug!(addr = %self.addr, "re-authenticating before the SASL session runs out");
+            self.authenticate().await?;
+            self.reauthentications += 1;
+        }
+        self.send_frame(kind, write_body).await
+    }
+
+    /// Sends one of `kafka-protocol`'s generated requests during the SASL exchange (no
+    /// re-authentication check, so the exchange cannot start itself again).
+    pub(super) async fn send_sasl<Req: Request>(
+        &mut self,
+        api: &'static str,
+        request: &Req,
+        version: i16,
+    ) -> Result<Req::Response, ProtocolError> {
+        let (kind, encoded) = self.encode_generated(api, request, version)?;
+        let mut body = self.send_frame(kind, |buf| buf.put_slice(&encoded)).await?;
+        <Req::Response as Decodable>::decode(&mut body, version)
+            .map_err(|e| self.generated_error(api, version, e))
+    }
+
+    /// [`Self::round_trip`] without the re-authentication check.
+    async fn send_frame(
         &mut self,
         kind: RequestKind,
         write_body: impl FnOnce(&mut BytesMut),
@@ -296,7 +428,7 @@ impl BrokerConnection {
         );
         let result = match tokio::time::timeout(
             timeout,
-            exchange(stream, &frame, kind, correlation_id, max, &addr),
+            exchange(&mut *stream.0, &frame, kind, correlation_id, max, &addr),
         )
         .await
         {
@@ -343,9 +475,25 @@ impl BrokerConnection {
     }
 }
 
+/// Under TLS 1.3 the broker checks the client certificate after the client finished its
+/// handshake, so a refusal arrives as an alert on the first read: report it as the TLS
+/// failure it is, not as an I/O error of ApiVersions.
+fn tls_alert_as_handshake_failure(e: ProtocolError) -> ProtocolError {
+    match e {
+        ProtocolError::Io { addr, source, .. }
+            if source
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+        {
+            ProtocolError::Tls { addr, source }
+        }
+        other => other,
+    }
+}
+
 /// Writes `frame`, reads one size-prefixed response, checks its header and returns the body.
 async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut dyn Io,
     frame: &[u8],
     kind: RequestKind,
     correlation_id: i32,
@@ -358,6 +506,7 @@ async fn exchange(
         source,
     };
     stream.write_all(frame).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
     let size = stream.read_i32().await.map_err(io)?;
     if size < 4 || size as usize > max {
         return Err(ProtocolError::FrameSize {

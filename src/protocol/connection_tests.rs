@@ -1,5 +1,6 @@
 //! Tests of the broker connection against an in-process fake broker on 127.0.0.1:0: header
-//! and framing, version negotiation, correlation ids, timeouts and the typed calls.
+//! and framing, version negotiation, correlation ids, timeouts, SASL PLAIN with
+//! re-authentication, and the typed calls.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,7 +29,7 @@ use crate::protocol::group_apis::CommitOffset;
 use crate::protocol::streams_group_heartbeat::{
     StreamsGroupHeartbeatRequest, StreamsGroupHeartbeatResponse,
 };
-use crate::protocol::TaskIds;
+use crate::protocol::{SaslConfig, Secret, TaskIds};
 
 /// A request as the fake broker saw it.
 struct Seen {
@@ -131,6 +133,8 @@ fn api_versions(heartbeat_max: i16) -> Vec<u8> {
         (8, 2, 9),
         (9, 1, 9),
         (3, 0, 12),
+        (17, 0, 1),
+        (36, 0, 2),
     ] {
         let mut v = ApiVersion::default();
         v.api_key = key;
@@ -322,7 +326,8 @@ async fn malformed_response_is_a_decode_error() {
 }
 
 #[tokio::test]
-async fn non_plaintext_security_fails_before_connecting() {
+async fn incomplete_sasl_settings_fail_before_connecting() {
+    // Nothing listens on port 1: the error must come from validation, not from a socket.
     let config = ConnectionConfig {
         security_protocol: SecurityProtocol::SaslSsl,
         ..config()
@@ -330,12 +335,109 @@ async fn non_plaintext_security_fails_before_connecting() {
     let err = BrokerConnection::connect("127.0.0.1:1", config)
         .await
         .unwrap_err();
-    assert!(matches!(
-        err,
-        ProtocolError::UnsupportedSecurityProtocol {
-            protocol: SecurityProtocol::SaslSsl
+    assert!(
+        matches!(&err, ProtocolError::InvalidConfig { key, .. } if key == "sasl.mechanism"),
+        "{err}"
+    );
+    assert!(err.is_security_failure());
+}
+
+fn sasl_config(mechanism: &str, password: &str) -> ConnectionConfig {
+    ConnectionConfig {
+        security_protocol: SecurityProtocol::SaslPlaintext,
+        sasl: SaslConfig {
+            mechanism: Some(mechanism.into()),
+            username: Some("alice".into()),
+            password: Some(Secret::new(password)),
+        },
+        ..config()
+    }
+}
+
+/// A broker offering PLAIN to alice with password `right-pw`, granting sessions of
+/// `lifetime_ms`, counting successful authentications in `auths`; heartbeats otherwise.
+async fn sasl_broker(lifetime_ms: i64, auths: Arc<AtomicI32>) -> String {
+    fake_broker(1, move |seen| match seen.api_key {
+        17 => {
+            let req = SaslHandshakeRequest::decode(&mut seen.body.clone(), seen.version)
+                .expect("handshake");
+            let mut r = SaslHandshakeResponse::default();
+            r.mechanisms = vec![StrBytes::from_static_str("PLAIN")];
+            if req.mechanism.as_str() != "PLAIN" {
+                r.error_code = 33;
+            }
+            Reply::Body(generated(&r, seen.version))
         }
-    ));
+        36 => {
+            let req = SaslAuthenticateRequest::decode(&mut seen.body.clone(), seen.version)
+                .expect("authenticate");
+            let mut r = SaslAuthenticateResponse::default();
+            if req.auth_bytes.as_ref() == b"\0alice\0right-pw" {
+                auths.fetch_add(1, Ordering::SeqCst);
+                r.session_lifetime_ms = lifetime_ms;
+            } else {
+                r.error_code = 58;
+                r.error_message = Some(StrBytes::from_static_str(
+                    "Authentication failed: Invalid username or password",
+                ));
+            }
+            Reply::Body(generated(&r, seen.version))
+        }
+        _ => heartbeat_handler(seen),
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sasl_plain_authenticates_and_again_before_the_session_ends() {
+    let auths = Arc::new(AtomicI32::new(0));
+    let addr = sasl_broker(300, auths.clone()).await;
+    let mut conn = BrokerConnection::connect(&addr, sasl_config("PLAIN", "right-pw"))
+        .await
+        .expect("connects");
+    assert_eq!(auths.load(Ordering::SeqCst), 1);
+    assert_eq!(conn.reauthentications(), 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while conn.reauthentications() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no re-authentication");
+        conn.heartbeat(&join()).await.expect("heartbeat");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        auths.load(Ordering::SeqCst),
+        3,
+        "on the same socket, no reconnect"
+    );
+    assert!(conn.is_connected());
+}
+
+#[tokio::test]
+async fn a_refused_password_is_named_and_never_shown() {
+    let addr = sasl_broker(0, Arc::new(AtomicI32::new(0))).await;
+    let err = BrokerConnection::connect(&addr, sasl_config("PLAIN", "wrong-pw"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProtocolError::Authentication { mechanism, message, .. }
+            if mechanism == "PLAIN" && message.contains("Invalid username or password")),
+        "{err:?}"
+    );
+    assert!(err.is_security_failure());
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("wrong-pw"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_mechanism_the_broker_lacks_is_named_with_those_it_has() {
+    let addr = sasl_broker(0, Arc::new(AtomicI32::new(0))).await;
+    let err = BrokerConnection::connect(&addr, sasl_config("SCRAM-SHA-512", "right-pw"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProtocolError::SaslMechanism { mechanism, enabled, .. }
+            if mechanism == "SCRAM-SHA-512" && enabled == "PLAIN"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::config::SecurityProtocol;
-
 /// Bytes that do not decode as the message and version the caller asked for.
 ///
 /// `field` names the schema field being read when decoding stopped (for nested structs it is
@@ -155,11 +153,55 @@ pub enum ProtocolError {
         /// The broker address.
         addr: String,
     },
-    /// The configured `security.protocol` is accepted in configuration but not implemented.
-    #[error("security.protocol {protocol} is not supported yet (only PLAINTEXT is)")]
-    UnsupportedSecurityProtocol {
-        /// The configured protocol.
-        protocol: SecurityProtocol,
+    /// The TLS handshake failed: an untrusted certificate, a certificate for another host
+    /// name, a client certificate the broker refuses, or a broker that does not speak TLS.
+    #[error("broker {addr}: TLS handshake failed")]
+    Tls {
+        /// The broker address.
+        addr: String,
+        /// What rustls reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS setting names a file that cannot be used.
+    #[error("{key} {path}: {reason}")]
+    TlsSetup {
+        /// The configuration key (`ssl.ca.location`, ...).
+        key: &'static str,
+        /// The file it names.
+        path: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The broker does not enable the configured SASL mechanism on this listener.
+    #[error("broker {addr}: SASL mechanism {mechanism} is not enabled (enabled: {enabled})")]
+    SaslMechanism {
+        /// The broker address.
+        addr: String,
+        /// The configured mechanism.
+        mechanism: String,
+        /// The mechanisms the broker offers, comma-separated.
+        enabled: String,
+    },
+    /// The broker refused the credentials (a wrong user name or password).
+    #[error("broker {addr}: SASL {mechanism} authentication failed: {message}")]
+    Authentication {
+        /// The broker address.
+        addr: String,
+        /// The mechanism used.
+        mechanism: String,
+        /// The broker's error message.
+        message: String,
+    },
+    /// The SCRAM exchange went wrong on the client side (a malformed server message, a
+    /// server that cannot prove it knows the credentials).
+    #[error("broker {addr}: SCRAM authentication failed")]
+    Scram {
+        /// The broker address.
+        addr: String,
+        /// What was wrong.
+        #[source]
+        source: super::scram::ScramError,
     },
     /// A configuration value that does not parse.
     #[error("invalid value {value:?} for {key}: {reason}")]
@@ -213,6 +255,20 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
+    /// Whether this is a security failure (bad settings, TLS, SASL): connecting again with
+    /// the same settings fails the same way, so it is reported instead of retried.
+    pub fn is_security_failure(&self) -> bool {
+        matches!(
+            self,
+            ProtocolError::Tls { .. }
+                | ProtocolError::TlsSetup { .. }
+                | ProtocolError::SaslMechanism { .. }
+                | ProtocolError::Authentication { .. }
+                | ProtocolError::Scram { .. }
+                | ProtocolError::InvalidConfig { .. }
+        )
+    }
+
     /// The Kafka error code of a [`ProtocolError::Broker`], so callers can classify it with
     /// `kafka_protocol::ResponseError::try_from_code`.
     pub fn broker_code(&self) -> Option<i16> {

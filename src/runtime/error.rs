@@ -45,7 +45,7 @@ pub enum RuntimeError {
         #[source]
         source: KafkaError,
     },
-    #[error("the kafka.* settings of the group connection")]
+    #[error("the group connection (kafka.* security settings)")]
     Connection {
         #[source]
         source: crate::protocol::ProtocolError,

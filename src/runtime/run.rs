@@ -31,7 +31,7 @@ use crate::membership::{
     session_count_topology, DriverConfig, DriverHandle, MembershipConfig, MembershipDriver,
     MembershipEvent,
 };
-use crate::protocol::ConnectionConfig;
+use crate::protocol::{BrokerConnection, ConnectionConfig, KafkaProperties};
 use crate::store::CacheBudget;
 
 /// What to do with an input record whose value cannot be deserialized.
@@ -57,8 +57,8 @@ pub struct RuntimeConfig {
     pub member_id: String,
     pub input_errors: InputErrorPolicy,
     pub restore_skip_corrupt: bool,
-    /// librdkafka settings for every client (security).
-    pub kafka: Vec<(String, String)>,
+    /// librdkafka settings for every client (security); `Debug` redacts secrets.
+    pub kafka: KafkaProperties,
     /// Bound on the graceful leave at shutdown.
     pub leave_timeout: Duration,
     /// Where task directories (`<application.id>/<task id>/`: snapshot and `.checkpoint`)
@@ -135,6 +135,20 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
     let changelog_topic = changelog_topic_name(&config.application_id, &config.store_name);
+    let connection = ConnectionConfig::from_properties(config.kafka.pairs())
+        .map_err(|source| RuntimeError::Connection { source })?;
+    // Connect once before any client starts: a wrong password, an untrusted certificate or
+    // a wrong host name stops the worker here, named, instead of every client retrying.
+    match BrokerConnection::connect_any(&config.bootstrap, connection.clone()).await {
+        Err(source) if source.is_security_failure() => {
+            return Err(RuntimeError::Connection { source })
+        }
+        Err(e) => warn!(
+            error = &e as &dyn std::error::Error,
+            "no broker answers yet; the clients keep trying"
+        ),
+        Ok(_) => {}
+    }
     let mut producer_cfg = producer_config(&config.bootstrap, &config.kafka);
     if config.exactly_once {
         producer_cfg
@@ -184,15 +198,6 @@ pub async fn run(
             what: "input consumer",
             source,
         })?;
-    let connection = ConnectionConfig::from_properties(
-        config.kafka.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    )
-    .map_err(|source| RuntimeError::Connection { source })?;
-    // The group connection speaks PLAINTEXT only for now: refuse other security protocols
-    // at start instead of retrying a connection that cannot succeed.
-    connection
-        .check_supported()
-        .map_err(|source| RuntimeError::Connection { source })?;
     let topology = session_count_topology(
         &config.input_topic,
         &changelog_topic,

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::protocol::KafkaProperties;
+
 /// Kafka Streams' `processing.guarantee`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessingGuarantee {
@@ -70,8 +72,9 @@ pub struct WorkerConfig {
     /// Skip (and count) changelog records that cannot be decoded during restore instead of
     /// failing the task.
     pub restore_skip_corrupt: bool,
-    /// `kafka.*` keys without the prefix, passed to every librdkafka client.
-    pub kafka: Vec<(String, String)>,
+    /// `kafka.*` keys without the prefix, passed to every librdkafka client and read by
+    /// the group connection; `Debug` redacts secrets.
+    pub kafka: KafkaProperties,
 }
 
 impl Default for WorkerConfig {
@@ -92,7 +95,7 @@ impl Default for WorkerConfig {
             metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
             deserialization_policy: DeserializationPolicy::LogAndFail,
             restore_skip_corrupt: false,
-            kafka: Vec::new(),
+            kafka: KafkaProperties::new(),
         }
     }
 }
@@ -268,7 +271,14 @@ impl WorkerConfig {
                     }
                 }
                 _ => match k.strip_prefix("kafka.") {
-                    Some(rest) if !rest.is_empty() => c.kafka.push((rest.into(), v.into())),
+                    Some(rest) if rest.len() > ".env".len() && rest.ends_with(".env") => {
+                        let name = &rest[..rest.len() - ".env".len()];
+                        let value = std::env::var(v).map_err(|_| {
+                            bad(k, v, "names an environment variable that is not set")
+                        })?;
+                        c.kafka.push(name, value);
+                    }
+                    Some(rest) if !rest.is_empty() => c.kafka.push(rest, v),
                     _ => return Err(ConfigError::UnknownKey { key: key.clone() }),
                 },
             }
@@ -355,9 +365,41 @@ mod tests {
         assert_eq!(c.grace, Duration::from_millis(9), "the last --set wins");
         assert_eq!(c.retention, c.inactivity_gap + Duration::from_millis(9));
         assert_eq!(
-            c.kafka,
-            vec![("security.protocol".to_string(), "PLAINTEXT".to_string())]
+            *c.kafka,
+            [("security.protocol".to_string(), "PLAINTEXT".to_string())]
         );
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_never_print() {
+        let var = format!("KSTATE_TEST_PASSWORD_{}", std::process::id());
+        std::env::set_var(&var, "s3cret-from-env");
+        let c = load(
+            &format!("\"kafka.sasl.password.env\" = \"{var}\"\n"),
+            &["kafka.ssl.key.password=hunter2"],
+        )
+        .unwrap();
+        let get = |key: &str| {
+            c.kafka
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("sasl.password"), Some("s3cret-from-env"));
+        assert_eq!(get("ssl.key.password"), Some("hunter2"));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret-from-env") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+
+        let missing = format!("KSTATE_TEST_UNSET_{}", std::process::id());
+        let err = load("", &[&format!("kafka.sasl.password.env={missing}")]).unwrap_err();
+        assert!(
+            err.to_string().contains("'kafka.sasl.password.env'"),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&missing), "{err}");
     }
 
     #[test]

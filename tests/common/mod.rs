@@ -78,7 +78,31 @@ pub async fn create_topic(
     for result in admin.create_topics([&topic], &opts).await? {
         result.map_err(|(topic, err)| anyhow::anyhow!("creating topic {topic}: {err}"))?;
     }
-    Ok(())
+    // CreateTopics returns once the controller has committed the topic; the broker's metadata
+    // cache learns of it a moment later, and a worker started in between would not find it.
+    wait_for(
+        &format!("topic {name} in the broker's metadata"),
+        Duration::from_secs(30),
+        || async {
+            let (bootstrap, topic) = (bootstrap.to_string(), name.to_string());
+            let found = tokio::task::spawn_blocking(move || {
+                use rdkafka::consumer::Consumer;
+                let client: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &bootstrap)
+                    .create()
+                    .ok()?;
+                let meta = client
+                    .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                    .ok()?;
+                meta.topics()
+                    .iter()
+                    .any(|t| t.error().is_none() && t.partitions().len() == partitions as usize)
+                    .then_some(())
+            });
+            found.await.ok().flatten()
+        },
+    )
+    .await
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.

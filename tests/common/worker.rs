@@ -37,6 +37,15 @@ pub struct Worker {
 impl Worker {
     /// Starts `kstate-worker` with `--set` overrides; its output goes to a log file.
     pub fn start(name: &str, settings: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_with_env(name, settings, &[])
+    }
+
+    /// [`Worker::start`] with extra environment variables for the worker process.
+    pub fn start_with_env(
+        name: &str,
+        settings: &[(&str, String)],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(crate::common::unique("kstate-worker-log"));
         std::fs::create_dir_all(&dir)?;
         let log = dir.join(format!("{name}.log"));
@@ -45,6 +54,7 @@ impl Worker {
         for (k, v) in settings {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }
+        cmd.envs(env.iter().copied());
         let child = cmd
             .env("RUST_LOG", "info,kstate=debug")
             .stdin(Stdio::null())

@@ -68,17 +68,6 @@ impl App {
         let output = format!("{id}-counts");
         common::create_topic(&bootstrap, &input, PARTITIONS, &[]).await?;
         common::create_topic(&bootstrap, &output, PARTITIONS, &[]).await?;
-        // kstate refuses to start while its output topic is not in the metadata yet.
-        for topic in [&input, &output] {
-            common::wait_for(&format!("{topic} in the metadata"), DEADLINE, || async {
-                common::partition_count(&bootstrap, topic)
-                    .await
-                    .ok()
-                    .flatten()
-                    .filter(|n| *n == PARTITIONS as usize)
-            })
-            .await?;
-        }
         let state = std::env::temp_dir().join(&id);
         Ok(Self {
             bootstrap,
