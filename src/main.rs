@@ -66,7 +66,7 @@ async fn main() -> std::process::ExitCode {
     let config = match WorkerConfig::load(args.config.as_deref(), &args.set) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("kstate-worker: {e}");
+            eprintln!("kstate-worker: {:#}", anyhow::Error::from(e));
             return std::process::ExitCode::from(2);
         }
     };

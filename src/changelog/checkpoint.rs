@@ -21,7 +21,7 @@ pub const OFFSET_UNKNOWN: i64 = -4;
 /// Errors reading or writing a checkpoint file.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("checkpoint {path}: {source}")]
+    #[error("checkpoint {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -1,7 +1,7 @@
 //! Restore: replays one changelog partition into a store, below its cache, before the task
-//! processes a record. Owns the restore loop (start offset from the checkpoint or the log
-//! start, end offset captured once at the start, progress reporting, the corrupt-record
-//! policy). Blocking: it drives an rdkafka `BaseConsumer`, so async callers run it on a
+//! processes a record. Owns the restore loop (start offset from the checkpoint, or for a
+//! restore from scratch where Kafka Streams 4.4.0 starts it, end offset captured once at the
+//! start, progress reporting, the corrupt-record policy). Blocking: it drives an rdkafka `BaseConsumer`, so async callers run it on a
 //! blocking thread. Knows nothing of tasks or of how the store lays out its keys; the target
 //! decides what a corrupt key is.
 
@@ -49,6 +49,11 @@ pub struct RestoreOptions {
     pub stall_timeout: Duration,
     /// Extra librdkafka settings (security); `Debug` redacts secrets.
     pub consumer_config: KafkaProperties,
+    /// The store's retention. With it, a restore from scratch skips the changelog records
+    /// stamped before (the last record's timestamp - retention), as Kafka Streams 4.4.0's
+    /// `StoreChangelogReader` does for windowed and session stores (see
+    /// [`Restorer::restore`]); `None` replays the whole log.
+    pub retention: Option<Duration>,
 }
 
 impl Default for RestoreOptions {
@@ -59,6 +64,7 @@ impl Default for RestoreOptions {
             progress_interval: Duration::from_secs(1),
             stall_timeout: Duration::from_secs(120),
             consumer_config: KafkaProperties::new(),
+            retention: None,
         }
     }
 }
@@ -91,7 +97,8 @@ pub struct RestoreOutcome {
     pub skipped: u64,
     /// Offset of the last record read (the new checkpoint), or the checkpoint given.
     pub last_offset: Option<i64>,
-    /// Whether the store was cleared and restored from the log start.
+    /// Whether the store was cleared and restored from scratch (from the log start, or with
+    /// a retention, from the first record within it).
     pub full_restore: bool,
     pub elapsed: Duration,
 }
@@ -166,10 +173,11 @@ impl Restorer {
     }
 
     /// Restores `topic`/`partition` into `target`, starting after `checkpoint` (the last
-    /// applied offset) or at the log start, up to the end offset captured now. Records
-    /// produced after that capture are not applied. A checkpoint outside the log (below its
-    /// start after compaction or retention, or past its end) clears the target and restores
-    /// from the log start.
+    /// applied offset), up to the end offset captured now. Records produced after that
+    /// capture are not applied. Without a checkpoint, or with one outside the log (below its
+    /// start after compaction or retention, or past its end), the target is cleared and
+    /// restored from scratch: from the log start, or with [`RestoreOptions::retention`] from
+    /// where Kafka Streams 4.4.0 starts (see [`Restorer::retention_start`]).
     pub fn restore<T: RestoreTarget>(
         &self,
         topic: &str,
@@ -192,6 +200,12 @@ impl Restorer {
                 }
                 None => (log_start, true),
             };
+        let start = match self.options.retention {
+            Some(retention) if full_restore => {
+                self.retention_start(topic, partition, log_start, end, retention)?
+            }
+            _ => start,
+        };
         if full_restore {
             target
                 .restore_clear()
@@ -265,6 +279,103 @@ impl Restorer {
         outcome.elapsed = started.elapsed();
         report(&outcome, true);
         Ok(outcome)
+    }
+
+    /// Where Kafka Streams 4.4.0 starts restoring a windowed or session store that has no
+    /// checkpoint (`StoreChangelogReader.seekByRetentionFromPolledRecords`): it reads the
+    /// partition's last offset (`end - 1`); if that is a record (not a transaction marker)
+    /// and its timestamp minus the store's retention is positive, it starts at the first
+    /// offset stamped at or after that time (ListOffsets by timestamp), else at the log
+    /// start. The record timestamp is the time of the input record that last updated the
+    /// session, not the session's end, so a session extended backwards by an out-of-order
+    /// record can be left out although its end is within retention: kstate does the same,
+    /// so that both restore the same state from the same changelog.
+    pub fn retention_start(
+        &self,
+        topic: &str,
+        partition: i32,
+        log_start: i64,
+        end: i64,
+        retention: Duration,
+    ) -> Result<i64, ChangelogError> {
+        if end <= log_start {
+            return Ok(log_start);
+        }
+        let Some(last) = self.timestamp_at(topic, partition, end - 1)? else {
+            return Ok(log_start);
+        };
+        let from = last.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        if from <= 0 {
+            return Ok(log_start);
+        }
+        let consume_err = |source| ChangelogError::Consume {
+            topic: topic.to_string(),
+            partition,
+            source,
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+            .map_err(consume_err)?;
+        let found = self
+            .consumer
+            .offsets_for_times(tpl, Duration::from_secs(30))
+            .map_err(|source| ChangelogError::Offsets {
+                topic: topic.to_string(),
+                partition,
+                source,
+            })?;
+        let start = match found.find_partition(topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o.clamp(log_start, end),
+            _ => log_start,
+        };
+        info!(
+            topic,
+            partition,
+            last_timestamp = last,
+            from_timestamp = from,
+            start,
+            log_start,
+            "restoring from the first changelog record within the store's retention"
+        );
+        Ok(start)
+    }
+
+    /// The timestamp of the record at `offset`, `None` if no record is delivered there (a
+    /// transaction marker or an aborted record).
+    fn timestamp_at(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<i64>, ChangelogError> {
+        let consume_err = |source| ChangelogError::Consume {
+            topic: topic.to_string(),
+            partition,
+            source,
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(consume_err)?;
+        self.consumer.assign(&tpl).map_err(consume_err)?;
+        let started = Instant::now();
+        let result = loop {
+            match self.consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(msg)) => break Ok(msg.timestamp().to_millis()),
+                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(None),
+                Some(Err(source)) => break Err(consume_err(source)),
+                None if started.elapsed() >= self.options.stall_timeout => {
+                    break Err(ChangelogError::Stalled {
+                        topic: topic.to_string(),
+                        partition,
+                        position: offset,
+                        end: offset + 1,
+                    })
+                }
+                None => {}
+            }
+        };
+        let _ = self.consumer.unassign();
+        result
     }
 
     fn read_until<T: RestoreTarget>(
@@ -378,7 +489,10 @@ impl Restorer {
                 Ok(())
             }
             (Err(e), CorruptRecordPolicy::Skip) => {
-                warn!(error = %e, "skipping a corrupt changelog record");
+                warn!(
+                    error = &e as &dyn std::error::Error,
+                    "skipping a corrupt changelog record"
+                );
                 outcome.skipped += 1;
                 Ok(())
             }

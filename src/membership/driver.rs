@@ -380,7 +380,7 @@ impl Driver {
                     ProtocolError::Timeout { .. } => FailureKind::Timeout,
                     _ => FailureKind::Transport,
                 };
-                warn!(member_id = %self.member_id(), error = %e, "streams group heartbeat failed; finding the coordinator again");
+                warn!(member_id = %self.member_id(), error = &e as &dyn std::error::Error, "streams group heartbeat failed; finding the coordinator again");
                 self.link = Link::Down { retry_at: now };
                 if let Some(machine) = self.machine.as_mut() {
                     machine.handle_failure(now, kind);
@@ -388,7 +388,7 @@ impl Driver {
             }
             Wake::Connected(Ok(conn)) => self.connected(conn),
             Wake::Connected(Err(e)) => {
-                warn!(member_id = %self.member_id(), error = %e, retry_in = ?self.reconnect_backoff, "cannot reach the group coordinator");
+                warn!(member_id = %self.member_id(), error = &e as &dyn std::error::Error, retry_in = ?self.reconnect_backoff, "cannot reach the group coordinator");
                 self.link = Link::Down {
                     retry_at: now + self.reconnect_backoff,
                 };
@@ -505,9 +505,11 @@ impl Driver {
                     };
                 }
             }
-            MembershipEvent::Warning(e) => warn!(%member_id, error = %e, "streams group warning"),
+            MembershipEvent::Warning(e) => {
+                warn!(%member_id, error = e as &dyn std::error::Error, "streams group warning")
+            }
             MembershipEvent::Fatal(e) => {
-                error!(%member_id, error = %e, "streams group membership failed")
+                error!(%member_id, error = e as &dyn std::error::Error, "streams group membership failed")
             }
             MembershipEvent::Left => info!(%member_id, "left the streams group"),
         }
@@ -573,7 +575,7 @@ fn discover(bootstrap: Vec<String>, group: String, config: ConnectionConfig) -> 
             match found.await {
                 Ok(conn) => return Ok(conn),
                 Err(e) => {
-                    debug!(bootstrap = %addr, error = %e, "finding the group coordinator failed");
+                    debug!(bootstrap = %addr, error = &e as &dyn std::error::Error, "finding the group coordinator failed");
                     last = e;
                 }
             }

@@ -513,7 +513,7 @@ impl Membership {
     }
 
     pub(super) fn fail(&mut self, error: MembershipError) {
-        tracing::error!(member_id = %self.config.member_id, %error, "streams group membership failed");
+        tracing::error!(member_id = %self.config.member_id, error = &error as &dyn std::error::Error, "streams group membership failed");
         self.phase = Phase::Fatal;
         self.in_flight = false;
         self.events.push_back(MembershipEvent::Fatal(error));

@@ -6,13 +6,24 @@
 
 use crate::protocol::{KeyValue, Subtopology, TopicInfo, Topology};
 
+/// Kafka Streams' `replication.factor` default: "use the broker's default".
+pub const REPLICATION_FACTOR: i16 = -1;
+
 /// The topology of a session-windowed count: one subtopology `"0"` reading `source_topic`,
 /// with one state store logged to `changelog_topic`.
 ///
+/// Field for field what Kafka Streams 4.4.0 declares for
+/// `groupByKey().windowedBy(SessionWindows…).count(Materialized.as(store))`, because the broker
+/// refuses a member whose topology differs from the group's (`INVALID_REQUEST`, "Topology
+/// updates are not supported yet"): a kstate worker and a Kafka Streams instance can only
+/// share (or hand over) an application id if they declare the same bytes.
+///
 /// The changelog is declared with Partitions 0 (the broker derives it from the source topic;
-/// anything else is rejected with STREAMS_INVALID_TOPOLOGY) and ReplicationFactor 0 (the
-/// broker default). Its configs are sorted by key, as the Java client sends them; the broker
-/// copies them verbatim into the CreateTopics it issues. Topology epoch is 0, as in Java.
+/// anything else is rejected with STREAMS_INVALID_TOPOLOGY) and ReplicationFactor -1 (Kafka
+/// Streams' `replication.factor` default, which the Java client always sends; the broker
+/// then uses its default replication factor). Its configs are sorted by key, as the Java
+/// client sends them; the broker copies them verbatim into the CreateTopics it issues.
+/// Topology epoch is 0, as in Java.
 pub fn session_count_topology(
     source_topic: &str,
     changelog_topic: &str,
@@ -31,7 +42,7 @@ pub fn session_count_topology(
             state_changelog_topics: vec![TopicInfo {
                 name: changelog_topic.to_string(),
                 partitions: 0,
-                replication_factor: 0,
+                replication_factor: REPLICATION_FACTOR,
                 topic_configs,
             }],
             ..Subtopology::default()
@@ -69,7 +80,7 @@ mod tests {
             vec![TopicInfo {
                 name: "app-sessions-changelog".into(),
                 partitions: 0,
-                replication_factor: 0,
+                replication_factor: -1,
                 topic_configs: vec![
                     KeyValue::new("cleanup.policy", "compact,delete"),
                     KeyValue::new("message.timestamp.type", "CreateTime"),

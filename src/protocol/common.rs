@@ -129,7 +129,8 @@ pub struct TopicInfo {
     pub name: String,
     /// Partition count; 0 = derived by the broker (always 0 for changelogs).
     pub partitions: i32,
-    /// Replication factor; 0 = the broker default.
+    /// Replication factor; 0 (the wire default) or -1 (what Kafka Streams sends) = the
+    /// broker default.
     pub replication_factor: i16,
     /// Topic configs, sorted by key as the Java client sends them.
     pub topic_configs: Vec<KeyValue>,

@@ -43,7 +43,10 @@ impl Runtime {
                     }
                 ) =>
             {
-                warn!(error = %source, "the group refused the offset commit: tasks migrated, closing them dirty");
+                warn!(
+                    error = &source as &dyn std::error::Error,
+                    "the group refused the offset commit: tasks migrated, closing them dirty"
+                );
                 self.lose_all(consumer);
                 Ok(())
             }

@@ -10,36 +10,36 @@ use crate::membership::MembershipError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("creating the {what} client: {source}")]
+    #[error("creating the {what} client")]
     Client {
         what: &'static str,
         #[source]
         source: KafkaError,
     },
-    #[error("task {task}: {source}")]
+    #[error("task {task}")]
     Process {
         task: String,
         #[source]
         source: Box<ProcessError>,
     },
-    #[error("task {task}: {source}")]
+    #[error("task {task}")]
     Changelog {
         task: String,
         #[source]
         source: Box<ChangelogError>,
     },
-    #[error("producing output to {topic}: {source}")]
+    #[error("producing output to {topic}")]
     Output {
         topic: String,
         #[source]
         source: Box<ChangelogError>,
     },
-    #[error("committing input offsets: {source}")]
+    #[error("committing input offsets")]
     Offsets {
         #[source]
         source: Box<OffsetsError>,
     },
-    #[error("consuming input topic {topic}: {source}")]
+    #[error("consuming input topic {topic}")]
     Consume {
         topic: String,
         #[source]
@@ -58,14 +58,14 @@ pub enum RuntimeError {
         fatal: bool,
         abortable: bool,
     },
-    #[error("the streams group membership failed: {source}")]
+    #[error("the streams group membership failed")]
     Membership {
         #[source]
         source: MembershipError,
     },
     #[error("the membership driver stopped")]
     MembershipStopped,
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {path}")]
     StateDir {
         path: std::path::PathBuf,
         #[source]

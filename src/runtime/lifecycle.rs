@@ -163,6 +163,7 @@ impl Runtime {
             },
             read_committed: self.config.exactly_once,
             consumer_config: self.config.kafka.clone(),
+            retention: Some(self.config.store_retention),
             ..RestoreOptions::default()
         };
         let restorer = Restorer::new(&self.config.bootstrap, options).map_err(|source| {
@@ -264,7 +265,10 @@ impl Runtime {
         }
         if tpl.count() > 0 {
             if let Err(e) = consumer.incremental_unassign(&tpl) {
-                warn!(error = %e, "unassigning input partitions");
+                warn!(
+                    error = &e as &dyn std::error::Error,
+                    "unassigning input partitions"
+                );
             }
         }
         metrics::assigned_tasks(self.tasks.len());
@@ -276,7 +280,10 @@ impl Runtime {
         self.output.producer.abandon();
         if let Some(txn) = self.txn.as_mut() {
             if let Err(e) = txn.abort() {
-                warn!(error = %e, "aborting the transaction of lost tasks");
+                warn!(
+                    error = &e as &dyn std::error::Error,
+                    "aborting the transaction of lost tasks"
+                );
             }
         }
     }

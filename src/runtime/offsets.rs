@@ -14,7 +14,7 @@ const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetsError {
-    #[error("offset request to the coordinator of group {group}: {source}")]
+    #[error("offset request to the coordinator of group {group}")]
     Protocol {
         group: String,
         #[source]
@@ -156,7 +156,11 @@ impl OffsetCommitter for CoordinatorOffsets {
             let results = match result {
                 Ok(r) => r,
                 Err(e) if attempt < ATTEMPTS => {
-                    tracing::warn!(error = %e, attempt, "offset commit failed; finding the coordinator again");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        attempt,
+                        "offset commit failed; finding the coordinator again"
+                    );
                     self.coordinator = None;
                     tokio::time::sleep(BACKOFF).await;
                     continue;
@@ -197,7 +201,11 @@ impl OffsetCommitter for CoordinatorOffsets {
             {
                 Ok(f) => break f,
                 Err(e) if attempt < ATTEMPTS => {
-                    tracing::warn!(error = %e, attempt, "offset fetch failed; finding the coordinator again");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        attempt,
+                        "offset fetch failed; finding the coordinator again"
+                    );
                     self.coordinator = None;
                     tokio::time::sleep(BACKOFF).await;
                 }

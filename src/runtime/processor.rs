@@ -46,7 +46,7 @@ impl OutputRecord {
 
 /// Why an input record could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot deserialize the value of the record at {topic}/{partition}@{offset}: {source}")]
+#[error("cannot deserialize the value of the record at {topic}/{partition}@{offset}")]
 pub struct InputRecordError {
     pub topic: String,
     pub partition: i32,

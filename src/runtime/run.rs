@@ -145,7 +145,10 @@ pub async fn run(
         Err(source) if source.is_security_failure() => {
             return Err(RuntimeError::Connection { source })
         }
-        Err(e) => warn!(error = %e, "no broker answers yet; the clients keep trying"),
+        Err(e) => warn!(
+            error = &e as &dyn std::error::Error,
+            "no broker answers yet; the clients keep trying"
+        ),
         Ok(_) => {}
     }
     let mut producer_cfg = producer_config(&config.bootstrap, &config.kafka);
@@ -325,7 +328,7 @@ impl Runtime {
             Err(ProcessError::Input(e))
                 if self.config.input_errors == InputErrorPolicy::Continue =>
             {
-                warn!(task = %task.name, error = %e, "skipping an input record that cannot be deserialized");
+                warn!(task = %task.name, error = &e as &dyn std::error::Error, "skipping an input record that cannot be deserialized");
                 metrics::records_skipped("deserialization", 1);
                 task.skip(msg.offset());
             }
@@ -394,7 +397,10 @@ impl Runtime {
             }
             MembershipEvent::Fatal(source) => Err(RuntimeError::Membership { source }),
             MembershipEvent::Warning(e) => {
-                warn!(error = %e, "streams group warning");
+                warn!(
+                    error = &e as &dyn std::error::Error,
+                    "streams group warning"
+                );
                 Ok(())
             }
             MembershipEvent::CoordinatorChanged | MembershipEvent::Left => Ok(()),

@@ -69,7 +69,7 @@ impl TaskDir {
                 return false;
             }
             Err(e) => {
-                warn!(task = %task.name, error = %e,
+                warn!(task = %task.name, error = &e as &dyn std::error::Error,
                     "cannot use the snapshot; restoring the whole changelog");
                 return false;
             }
@@ -79,10 +79,10 @@ impl TaskDir {
         let store = task.store();
         for (key, value) in snapshot.entries {
             if let Err(e) = store.put_inner(key, value) {
-                warn!(task = %name, error = %e,
+                warn!(task = %name, error = &e as &dyn std::error::Error,
                     "a snapshot entry is not a session; restoring the whole changelog");
                 if let Err(e) = store.clear() {
-                    warn!(task = %name, error = %e, "clearing the store");
+                    warn!(task = %name, error = &e as &dyn std::error::Error, "clearing the store");
                 }
                 return false;
             }
@@ -115,7 +115,7 @@ impl TaskDir {
                 None
             }
             Err(e) => {
-                warn!(task = %task.name, error = %e, "cannot read the checkpoint; restoring the whole changelog");
+                warn!(task = %task.name, error = &e as &dyn std::error::Error, "cannot read the checkpoint; restoring the whole changelog");
                 None
             }
         }
@@ -138,7 +138,7 @@ impl TaskDir {
         let stats = match write_snapshot(task.store().inner(), offset, &self.snapshot) {
             Ok(stats) => stats,
             Err(e) => {
-                warn!(task = %task.name, error = %e, "cannot write the snapshot; the next start restores the whole changelog");
+                warn!(task = %task.name, error = &e as &dyn std::error::Error, "cannot write the snapshot; the next start restores the whole changelog");
                 self.discard_checkpoint(&task.name);
                 return;
             }
@@ -146,7 +146,7 @@ impl TaskDir {
         let mut cp = Checkpoint::new();
         cp.set(task.changelog_topic(), task.partition(), offset);
         if let Err(e) = cp.write(&self.checkpoint) {
-            warn!(task = %task.name, error = %e, "cannot write the checkpoint; the next start restores the whole changelog");
+            warn!(task = %task.name, error = &e as &dyn std::error::Error, "cannot write the checkpoint; the next start restores the whole changelog");
             return;
         }
         info!(
@@ -162,7 +162,11 @@ impl TaskDir {
     /// Deletes the checkpoint (the snapshot stays, unused without it, until overwritten).
     pub(super) fn discard_checkpoint(&self, task: &str) {
         if let Err(e) = Checkpoint::delete(&self.checkpoint) {
-            warn!(task, error = %e, "cannot delete the checkpoint");
+            warn!(
+                task,
+                error = &e as &dyn std::error::Error,
+                "cannot delete the checkpoint"
+            );
         }
     }
 }

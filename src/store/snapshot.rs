@@ -56,7 +56,7 @@ pub enum Corruption {
 /// Errors reading or writing a snapshot file.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot {path}: {source}")]
+    #[error("snapshot {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -70,7 +70,7 @@ pub enum SnapshotError {
     },
     #[error("snapshot {path}: an entry is too large for the format ({len} bytes)")]
     EntryTooLarge { path: PathBuf, len: usize },
-    #[error("snapshot {path}: reading the store: {source}")]
+    #[error("snapshot {path}: reading the store")]
     Store {
         path: PathBuf,
         #[source]

@@ -24,10 +24,10 @@ use crate::session::{Aggregator, Initializer, Merger, Serde, SessionError, Sessi
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// The session windows are invalid (e.g. a retention below gap + grace).
-    #[error("session windows: {0}")]
+    #[error("session windows")]
     Windows(#[from] SessionError),
     /// The process id in `state.dir` could not be read or created.
-    #[error("state.dir {path}: {source}")]
+    #[error("state.dir {path}")]
     StateDir {
         /// The state directory.
         path: PathBuf,

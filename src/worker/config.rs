@@ -34,7 +34,7 @@ pub enum DeserializationPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("reading config file {path}: {source}")]
+    #[error("reading config file {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -43,7 +43,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not TOML.
-    #[error("config file {path} is not valid TOML: {source}")]
+    #[error("config file {path} is not valid TOML")]
     Toml {
         /// The file.
         path: PathBuf,
@@ -349,6 +349,21 @@ impl WorkerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_config_file_reports_its_cause_once() {
+        let path = std::env::temp_dir().join("kstate-no-such-dir/worker.toml");
+        let err = WorkerConfig::load(Some(&path), &[]).expect_err("no such file");
+        // What kstate-worker prints: the message, then the I/O error, once.
+        let report = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(
+            report,
+            format!(
+                "reading config file {}: No such file or directory (os error 2)",
+                path.display()
+            )
+        );
+    }
 
     fn load(text: &str, overrides: &[&str]) -> Result<WorkerConfig, ConfigError> {
         let path = std::env::temp_dir().join(format!(

@@ -23,7 +23,7 @@ use crate::runtime::StatusBoard;
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The address could not be bound.
-    #[error("binding the HTTP endpoint to {addr} (metrics.addr): {source}")]
+    #[error("binding the HTTP endpoint to {addr} (metrics.addr)")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,

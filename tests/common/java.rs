@@ -135,6 +135,17 @@ impl JavaApp {
     }
 }
 
+impl JavaApp {
+    /// SIGKILL: Kafka Streams neither commits nor leaves the group.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for JavaApp {
     fn drop(&mut self) {
         self.terminate(Duration::from_secs(30));

@@ -167,6 +167,24 @@ pub async fn partition_count(bootstrap: &str, topic: &str) -> anyhow::Result<Opt
     .await?
 }
 
+/// The high watermark of partitions `0..partitions` of `topic`: partition → end offset.
+pub fn high_watermarks(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    (0..partitions)
+        .map(|p| {
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            Ok((p, high))
+        })
+        .collect()
+}
+
 /// A session composite key `key ‖ end ‖ start` for messages: `key[start,end]`.
 pub fn describe_session_key(key: &[u8]) -> String {
     if key.len() < 16 {

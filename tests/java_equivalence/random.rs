@@ -24,6 +24,8 @@
 //! run
 //! b 5
 //! ```
+//!
+//! An optional `java.poll.ms=N` on the first line sets Kafka Streams' `poll.ms`.
 
 use std::collections::BTreeMap;
 
@@ -115,6 +117,7 @@ impl Workload {
             commit_interval_ms: rng.pick(&[100, 200, 200, 1_000]),
             retention,
             eos: false,
+            java_poll_ms: None,
         };
         let retention = settings.retention();
         let n_keys = rng.range(1, 4) as usize;
@@ -291,7 +294,7 @@ impl Workload {
     pub fn to_text(&self) -> String {
         let s = self.settings;
         let mut out = format!(
-            "gap={} grace={} retention={} cache={} commit={} eos={} filter={}\n",
+            "gap={} grace={} retention={} cache={} commit={} eos={} filter={}{}\n",
             s.gap,
             s.grace,
             s.retention.map_or("-".to_string(), |r| r.to_string()),
@@ -299,7 +302,9 @@ impl Workload {
                 .map_or("default".to_string(), |b| b.to_string()),
             s.commit_interval_ms,
             u8::from(s.eos),
-            u8::from(self.filter)
+            u8::from(self.filter),
+            s.java_poll_ms
+                .map_or(String::new(), |ms| format!(" java.poll.ms={ms}"))
         );
         for run in &self.runs {
             out.push_str("run\n");
@@ -324,6 +329,7 @@ impl Workload {
             commit_interval_ms: 200,
             retention: None,
             eos: false,
+            java_poll_ms: None,
         };
         for kv in header.split_whitespace() {
             let (k, v) = kv
@@ -339,6 +345,7 @@ impl Workload {
                 "commit" => settings.commit_interval_ms = v.parse()?,
                 "eos" => settings.eos = v == "1",
                 "filter" => filter = v != "0",
+                "java.poll.ms" => settings.java_poll_ms = Some(v.parse()?),
                 _ => anyhow::bail!("unknown setting {k}"),
             }
         }
