@@ -43,8 +43,9 @@ impl Runtime {
                     }
                 ) =>
             {
-                warn!(error = %source, "the group refused the offset commit: tasks migrated, closing them dirty");
+                warn!(error = %source, "the group refused the offset commit: tasks migrated, closing them dirty and rejoining");
                 self.lose_all(consumer);
+                self.driver.rejoin();
                 Ok(())
             }
             Err(RuntimeError::Transaction {
@@ -52,8 +53,9 @@ impl Runtime {
                 message,
                 ..
             }) => {
-                warn!(%message, "transaction failed: aborting it and closing the tasks dirty");
+                warn!(%message, "transaction failed: aborting it, closing the tasks dirty and rejoining");
                 self.lose_all(consumer);
+                self.driver.rejoin();
                 Ok(())
             }
             other => other,

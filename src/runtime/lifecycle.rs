@@ -61,7 +61,7 @@ impl Runtime {
             // A dormant task's store is current up to its changelog offset; a new one may
             // find the state of an earlier clean close on disk.
             let (task, from_disk) = match self.dormant.remove(p) {
-                Some(task) => (task, false),
+                Some((task, _)) => (task, false),
                 None => (self.create_task(*p)?, true),
             };
             created.push((task, self.task_dir(*p), from_disk));
@@ -98,9 +98,7 @@ impl Runtime {
                 source,
             })?;
         for (mut task, c) in created.into_iter().zip(committed) {
-            if let Some(c) = c {
-                task.committed(c);
-            }
+            task.start_at(c);
             info!(task = %task.name, committed = ?c, "task running");
             self.tasks.insert(task.partition(), task);
         }
@@ -229,7 +227,8 @@ impl Runtime {
         })??;
         for task in unfinished {
             info!(task = %task.name, changelog_offset = ?task.changelog_offset(), "restore cancelled; task kept dormant");
-            self.dormant.insert(task.partition(), task);
+            self.dormant
+                .insert(task.partition(), (task, std::time::Instant::now()));
         }
         Ok(restored)
     }
@@ -245,7 +244,7 @@ impl Runtime {
                 if clean {
                     tokio::task::block_in_place(|| dir.save(&mut task));
                     info!(task = %task.name, changelog_offset = ?task.changelog_offset(), "task closed");
-                    self.dormant.insert(*p, task);
+                    self.dormant.insert(*p, (task, std::time::Instant::now()));
                 } else {
                     dir.discard_checkpoint(&task.name);
                     task.abandon();
@@ -261,6 +260,19 @@ impl Runtime {
         metrics::assigned_tasks(self.tasks.len());
     }
 
+    /// Drops the stores of tasks given away longer than `state.cleanup.delay.ms` ago.
+    pub(super) fn drop_expired_dormant(&mut self, now: std::time::Instant) {
+        let delay = self.config.state_cleanup_delay;
+        self.dormant.retain(|p, (task, since)| {
+            let keep = now.duration_since(*since) < delay;
+            if !keep {
+                info!(task = %task.name, partition = p, "dropping the store of a task given away (state.cleanup.delay.ms)");
+            }
+            keep
+        });
+    }
+
+    /// Closes every task dirty and aborts the open transaction (the tasks were lost).
     pub(super) fn lose_all(&mut self, consumer: &StreamConsumer) {
         let all: Vec<i32> = self.tasks.keys().copied().collect();
         self.close(consumer, &all, false);

@@ -13,6 +13,7 @@ pub mod offsets;
 pub mod partitioner;
 pub mod processor;
 mod run;
+mod state_lock;
 mod task;
 mod task_dir;
 
@@ -24,4 +25,5 @@ pub use processor::{
     SessionAggregationFactory, TaskProcessor,
 };
 pub use run::{run, InputErrorPolicy, RuntimeConfig};
+pub use state_lock::StateDirLock;
 pub use task::{Task, TaskState};

@@ -23,6 +23,7 @@ use super::error::RuntimeError;
 use super::metrics;
 use super::offsets::CoordinatorOffsets;
 use super::processor::{ProcessError, ProcessorFactory};
+use super::state_lock::StateDirLock;
 use super::task::Task;
 use crate::changelog::{
     changelog_topic_configs, changelog_topic_name, producer_config, TrackedProducer,
@@ -64,7 +65,15 @@ pub struct RuntimeConfig {
     /// Where task directories (`<application.id>/<task id>/`: snapshot and `.checkpoint`)
     /// live.
     pub state_dir: std::path::PathBuf,
+    /// How long a store given away is kept in memory for a cheap hand-back.
+    pub state_cleanup_delay: Duration,
+    /// How long retriable coordinator errors are retried before they are fatal.
+    pub task_timeout: Duration,
 }
+
+/// Kafka Streams' `transaction.timeout.ms` under exactly-once: a dead worker's open
+/// transaction blocks read_committed readers for at most this long when nobody fences it.
+pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Broker error codes of an offset commit that mean "these tasks are no longer yours".
 /// Records handled per wake-up of the loop before other events get a look in.
@@ -84,7 +93,8 @@ pub(super) struct Runtime {
     pub(super) tasks: BTreeMap<i32, Task>,
     /// Tasks closed cleanly on revocation, kept with their store so that a later assignment
     /// of the same task restores only the changelog tail.
-    pub(super) dormant: BTreeMap<i32, Task>,
+    pub(super) dormant: BTreeMap<i32, (Task, Instant)>,
+    pub(super) _state_lock: StateDirLock,
     /// Membership events that arrived while a restore ran, handled before new ones.
     pub(super) pending: std::collections::VecDeque<MembershipEvent>,
     /// Records handled since the last throughput line, and when that line was logged.
@@ -102,6 +112,17 @@ fn client_config(config: &RuntimeConfig) -> ClientConfig {
         c.set(k, v);
     }
     c
+}
+
+/// `kafka.transaction.timeout.ms` if set, else [`DEFAULT_TRANSACTION_TIMEOUT`].
+fn transaction_timeout(config: &RuntimeConfig) -> Duration {
+    config
+        .kafka
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "transaction.timeout.ms")
+        .and_then(|(_, v)| v.parse().ok())
+        .map_or(DEFAULT_TRANSACTION_TIMEOUT, Duration::from_millis)
 }
 
 fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, RuntimeError> {
@@ -134,16 +155,23 @@ pub async fn run(
     factory: Arc<dyn ProcessorFactory>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        return Err(RuntimeError::CurrentThreadRuntime);
+    }
+    let state_lock = StateDirLock::acquire(&config.state_dir, &config.application_id)?;
     let changelog_topic = changelog_topic_name(&config.application_id, &config.store_name);
     let mut producer_cfg = producer_config(&config.bootstrap, &config.kafka);
     if config.exactly_once {
+        let timeout = transaction_timeout(&config);
         producer_cfg
             .set(
                 "transactional.id",
                 format!("{}-{}", config.application_id, config.process_id),
             )
-            .set("transaction.timeout.ms", "60000")
-            .set("message.timeout.ms", "60000");
+            .set("transaction.timeout.ms", timeout.as_millis().to_string())
+            .set("message.timeout.ms", timeout.as_millis().to_string());
     }
     let producer: FutureProducer =
         producer_cfg
@@ -219,7 +247,12 @@ pub async fn run(
         "worker started; joining the streams group"
     );
     let mut rt = Runtime {
-        offsets: CoordinatorOffsets::new(&config.application_id, &config.bootstrap, connection),
+        offsets: CoordinatorOffsets::new(
+            &config.application_id,
+            &config.bootstrap,
+            connection,
+            config.task_timeout,
+        ),
         input_topic: Arc::from(config.input_topic.as_str()),
         budget: CacheBudget::new(config.cache_max_bytes),
         output: Output {
@@ -235,6 +268,7 @@ pub async fn run(
         changelog_topic,
         tasks: BTreeMap::new(),
         dormant: BTreeMap::new(),
+        _state_lock: state_lock,
         pending: std::collections::VecDeque::new(),
         handled: 0,
         last_report: Instant::now(),
@@ -257,6 +291,7 @@ pub async fn run(
                 rt.commit_or_lose(&consumer, "interval").await?;
                 next_commit = tokio::time::Instant::now() + rt.config.commit_interval;
                 rt.report_throughput();
+                rt.drop_expired_dormant(Instant::now());
             }
             first = consumer.recv(), if !rt.tasks.is_empty() => {
                 let first = first.map_err(|source| RuntimeError::Consume {
@@ -392,5 +427,58 @@ impl Runtime {
             }
             MembershipEvent::CoordinatorChanged | MembershipEvent::Left => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RuntimeConfig {
+        RuntimeConfig {
+            application_id: "app".into(),
+            bootstrap: "127.0.0.1:1".into(),
+            input_topic: "in".into(),
+            output_topic: "out".into(),
+            store_name: "counts".into(),
+            store_retention: Duration::from_secs(60),
+            commit_interval: Duration::from_secs(1),
+            cache_max_bytes: 0,
+            exactly_once: false,
+            process_id: "p".into(),
+            member_id: "m".into(),
+            input_errors: InputErrorPolicy::Fail,
+            restore_skip_corrupt: false,
+            kafka: Vec::new(),
+            leave_timeout: Duration::from_secs(1),
+            state_dir: std::env::temp_dir().join(format!("kstate-run-{}", uuid::Uuid::new_v4())),
+            state_cleanup_delay: Duration::from_secs(600),
+            task_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_current_thread_runtime_is_refused_with_a_clear_error() {
+        let windows =
+            crate::session::SessionWindows::new(Duration::from_millis(10), Duration::ZERO, None)
+                .unwrap();
+        let err = run(
+            config(),
+            Arc::new(super::super::count_factory(windows)),
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, RuntimeError::CurrentThreadRuntime), "{err}");
+        assert!(err.to_string().contains("multi-thread"), "{err}");
+    }
+
+    #[test]
+    fn the_transaction_timeout_defaults_to_kafka_streams_and_can_be_set() {
+        let mut c = config();
+        assert_eq!(transaction_timeout(&c), Duration::from_secs(10));
+        c.kafka
+            .push(("transaction.timeout.ms".into(), "60000".into()));
+        assert_eq!(transaction_timeout(&c), Duration::from_secs(60));
     }
 }

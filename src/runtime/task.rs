@@ -200,14 +200,29 @@ impl Task {
         self.changelog.abandon();
     }
 
-    /// The offset to commit, if the task processed anything since its last commit.
+    /// The offset to commit, if the task processed anything since its last commit. Never
+    /// one at or below the committed offset: offsets only move forward.
     pub fn offset_to_commit(&self) -> Option<i64> {
         self.next_offset
-            .filter(|&n| Some(n) != self.committed_offset)
+            .filter(|&n| self.committed_offset.is_none_or(|c| n > c))
     }
 
+    /// Records a successful commit of `offset`.
     pub fn committed(&mut self, offset: i64) {
-        self.committed_offset = Some(offset);
+        self.committed_offset = Some(self.committed_offset.map_or(offset, |c| c.max(offset)));
+    }
+
+    /// Makes the group's committed offset the task's input position, on every (re)assignment:
+    /// a task taken back from the dormant set forgets the position it had when it was revoked
+    /// (another member may have committed beyond it since).
+    pub fn start_at(&mut self, committed: Option<i64>) {
+        self.committed_offset = committed;
+        self.next_offset = committed;
+    }
+
+    /// The offset last committed for this task.
+    pub fn committed_offset(&self) -> Option<i64> {
+        self.committed_offset
     }
 
     pub fn metrics(&self) -> crate::session::AggregateMetrics {

@@ -72,6 +72,12 @@ pub struct WorkerConfig {
     pub restore_skip_corrupt: bool,
     /// `kafka.*` keys without the prefix, passed to every librdkafka client.
     pub kafka: Vec<(String, String)>,
+    /// How long a task closed on revocation keeps its store in memory (for a cheap
+    /// hand-back) before it is dropped (Kafka Streams' `state.cleanup.delay.ms`).
+    pub state_cleanup_delay: Duration,
+    /// How long a retriable coordinator error is retried before it is fatal (Kafka Streams'
+    /// `task.timeout.ms`).
+    pub task_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -93,6 +99,8 @@ impl Default for WorkerConfig {
             deserialization_policy: DeserializationPolicy::LogAndFail,
             restore_skip_corrupt: false,
             kafka: Vec::new(),
+            state_cleanup_delay: Duration::from_secs(600),
+            task_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -179,6 +187,8 @@ impl WorkerConfig {
             kafka: self.kafka.clone(),
             leave_timeout: Duration::from_secs(10),
             state_dir: self.state_dir.clone(),
+            state_cleanup_delay: self.state_cleanup_delay,
+            task_timeout: self.task_timeout,
         })
     }
 
@@ -260,6 +270,8 @@ impl WorkerConfig {
                         _ => return Err(bad(k, v, "expected log_and_fail or log_and_continue")),
                     }
                 }
+                "state.cleanup.delay.ms" => c.state_cleanup_delay = millis(k, v)?,
+                "task.timeout.ms" => c.task_timeout = millis(k, v)?,
                 "restore.corrupt.records" => {
                     c.restore_skip_corrupt = match v {
                         "fail" => false,

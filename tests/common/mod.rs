@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod java;
+pub mod job;
 pub mod worker;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
