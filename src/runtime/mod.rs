@@ -8,6 +8,7 @@ mod commit;
 mod eos;
 mod error;
 mod lifecycle;
+pub mod manager;
 pub mod metrics;
 pub mod offsets;
 pub mod partitioner;
