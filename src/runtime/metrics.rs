@@ -57,3 +57,8 @@ pub fn assigned_tasks(n: usize) {
 pub fn produced(kind: &'static str, n: u64) {
     counter!("kstate_records_produced_total", "topic" => kind).increment(n);
 }
+
+/// How many changelog records a standby task is behind its active task.
+pub fn standby_lag(task: &str, records: i64) {
+    gauge!("kstate_standby_lag_records", "task" => task.to_string()).set(records as f64);
+}

@@ -13,12 +13,15 @@ pub mod metrics;
 pub mod offsets;
 pub mod partitioner;
 pub mod processor;
+mod producer;
+mod restore;
 mod run;
 mod state_lock;
 mod task;
 mod task_dir;
 
 pub use error::RuntimeError;
+pub use manager::{TaskManager, TaskState, TaskStatus};
 pub use offsets::{CoordinatorOffsets, OffsetCommitter, OffsetsError};
 pub use partitioner::{murmur2, windowed_partition};
 pub use processor::{
@@ -27,4 +30,4 @@ pub use processor::{
 };
 pub use run::{run, InputErrorPolicy, RuntimeConfig};
 pub use state_lock::StateDirLock;
-pub use task::{Task, TaskState};
+pub use task::Task;

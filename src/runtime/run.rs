@@ -1,36 +1,38 @@
-//! The poll loop of a worker: membership events turned into task lifecycles, input records
-//! handed to their task, and the commit cycle every `commit_interval`, on revocation and on
-//! shutdown: flush caches → changelog and output produced → all acknowledged → input
-//! offsets committed with the member id and epoch (or, under exactly-once, all of it in one
-//! transaction). Owns the order of those steps and the Kafka clients; the rules of session
-//! windows live in `session`, the wire in `protocol`, the member state in `membership`.
+//! The driver of a worker: it builds the Kafka clients, then runs one loop that waits on
+//! membership events, input records, changelog records of restoring and standby tasks,
+//! delivery reports and the [`TaskManager`]'s deadline, feeds each to the manager (and the
+//! records to their task), and carries out the manager's actions. It makes no decision of
+//! its own: when a task restores, processes, commits or closes is the manager's. Restores
+//! run batch by batch between input batches, so running tasks keep processing and
+//! committing while others restore.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Message};
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::commit::Output;
 use super::eos::Transactions;
 use super::error::RuntimeError;
+use super::manager::{ManagerConfig, TaskManager, TaskState};
 use super::metrics;
 use super::offsets::CoordinatorOffsets;
 use super::processor::{ProcessError, ProcessorFactory};
+use super::producer::{Marks, RecordProducer};
+use super::restore::{RestoreReader, Restored};
 use super::state_lock::StateDirLock;
 use super::task::Task;
 use crate::changelog::{
-    changelog_topic_configs, changelog_topic_name, producer_config, TrackedProducer,
+    changelog_topic_configs, changelog_topic_name, producer_config, CorruptRecordPolicy,
+    RestoreOptions,
 };
 use crate::membership::{
     session_count_topology, DriverConfig, DriverHandle, MembershipConfig, MembershipDriver,
-    MembershipEvent,
+    MembershipEvent, TaskId,
 };
 use crate::protocol::ConnectionConfig;
 use crate::store::CacheBudget;
@@ -75,35 +77,50 @@ pub struct RuntimeConfig {
 /// transaction blocks read_committed readers for at most this long when nobody fences it.
 pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Broker error codes of an offset commit that mean "these tasks are no longer yours".
-/// Records handled per wake-up of the loop before other events get a look in.
+/// Input records handled per wake-up of the loop before other events get a look in.
 const BATCH: usize = 1_000;
+/// How often the loop logs its throughput.
+const REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where a task's restore started, for its `task restored` line.
+pub(super) struct RestoreStats {
+    pub(super) started: Instant,
+    pub(super) from: i64,
+    pub(super) end: i64,
+    pub(super) full: bool,
+    pub(super) applied: u64,
+}
 
 pub(super) struct Runtime {
     pub(super) config: RuntimeConfig,
     pub(super) factory: Arc<dyn ProcessorFactory>,
-    pub(super) producer: FutureProducer,
-    pub(super) output: Output,
+    pub(super) manager: TaskManager,
+    pub(super) producer: RecordProducer,
+    pub(super) output_partitions: i32,
     pub(super) txn: Option<Transactions>,
     pub(super) offsets: CoordinatorOffsets,
     pub(super) driver: DriverHandle,
     pub(super) budget: CacheBudget,
     pub(super) input_topic: Arc<str>,
     pub(super) changelog_topic: String,
+    pub(super) corrupt_records: CorruptRecordPolicy,
+    /// Stores of active and standby tasks.
     pub(super) tasks: BTreeMap<i32, Task>,
-    /// Tasks closed cleanly on revocation, kept with their store so that a later assignment
-    /// of the same task restores only the changelog tail.
-    pub(super) dormant: BTreeMap<i32, (Task, Instant)>,
-    pub(super) _state_lock: StateDirLock,
-    /// Membership events that arrived while a restore ran, handled before new ones.
-    pub(super) pending: std::collections::VecDeque<MembershipEvent>,
+    /// Stores of tasks closed cleanly, kept for a cheap hand-back.
+    pub(super) dormant: BTreeMap<i32, Task>,
+    pub(super) restores: BTreeMap<i32, RestoreStats>,
+    /// Tasks whose input partition is assigned (they produce to their changelog).
+    pub(super) processing: BTreeSet<i32>,
+    /// At-least-once flushes waiting for their acknowledgements.
+    pub(super) awaiting: VecDeque<(u64, Marks)>,
+    /// When the commit cycle in flight started (its flush).
+    pub(super) cycle_started: Option<Instant>,
+    pub(super) left: bool,
     /// Records handled since the last throughput line, and when that line was logged.
     pub(super) handled: u64,
     pub(super) last_report: Instant,
+    pub(super) _state_lock: StateDirLock,
 }
-
-/// How often the loop logs its throughput.
-const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 fn client_config(config: &RuntimeConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -125,17 +142,21 @@ fn transaction_timeout(config: &RuntimeConfig) -> Duration {
         .map_or(DEFAULT_TRANSACTION_TIMEOUT, Duration::from_millis)
 }
 
-fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, RuntimeError> {
-    use rdkafka::producer::Producer;
-    let metadata = tokio::task::block_in_place(|| {
-        producer
-            .client()
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-    })
-    .map_err(|e| RuntimeError::Metadata {
-        topic: topic.to_string(),
-        reason: e.to_string(),
-    })?;
+fn partition_count(config: &RuntimeConfig, topic: &str) -> Result<i32, RuntimeError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer =
+        client_config(config)
+            .create()
+            .map_err(|source| RuntimeError::Client {
+                what: "metadata",
+                source,
+            })?;
+    let metadata =
+        tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), Duration::from_secs(30)))
+            .map_err(|e| RuntimeError::Metadata {
+                topic: topic.to_string(),
+                reason: e.to_string(),
+            })?;
     let t = metadata
         .topics()
         .iter()
@@ -148,8 +169,9 @@ fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, Runtim
     Ok(t.partitions().len() as i32)
 }
 
-/// Runs a worker until `shutdown` resolves: joins the streams group, processes its tasks,
-/// and on shutdown commits, closes every task and leaves the group.
+/// Runs a worker until `shutdown` resolves: joins the streams group, restores and processes
+/// its tasks, and on shutdown commits, closes every task and leaves the group. Needs a
+/// multi-thread tokio runtime.
 pub async fn run(
     config: RuntimeConfig,
     factory: Arc<dyn ProcessorFactory>,
@@ -173,17 +195,22 @@ pub async fn run(
             .set("transaction.timeout.ms", timeout.as_millis().to_string())
             .set("message.timeout.ms", timeout.as_millis().to_string());
     }
-    let producer: FutureProducer =
-        producer_cfg
-            .create()
-            .map_err(|source| RuntimeError::Client {
-                what: "producer",
-                source,
-            })?;
-    let output_partitions = partition_count(&producer, &config.output_topic)?;
+    let output_partitions = partition_count(&config, &config.output_topic)?;
+    let input_partitions = partition_count(&config, &config.input_topic)?;
+    let producer = RecordProducer::new(
+        &producer_cfg,
+        changelog_topic.clone(),
+        input_partitions,
+        config.output_topic.clone(),
+        output_partitions,
+    )
+    .map_err(|source| RuntimeError::Client {
+        what: "producer",
+        source,
+    })?;
     let txn = if config.exactly_once {
         Some(Transactions::init(
-            producer.clone(),
+            producer.producer(),
             &config.application_id,
             Duration::from_secs(60),
         )?)
@@ -212,6 +239,25 @@ pub async fn run(
             what: "input consumer",
             source,
         })?;
+    let corrupt_records = if config.restore_skip_corrupt {
+        CorruptRecordPolicy::Skip
+    } else {
+        CorruptRecordPolicy::Fail
+    };
+    let mut restore = RestoreReader::new(
+        &config.bootstrap,
+        &RestoreOptions {
+            corrupt_records,
+            read_committed: config.exactly_once,
+            consumer_config: config.kafka.clone(),
+            ..RestoreOptions::default()
+        },
+        changelog_topic.clone(),
+    )
+    .map_err(|source| RuntimeError::Changelog {
+        task: "restore".into(),
+        source: Box::new(source),
+    })?;
     let connection = ConnectionConfig::from_properties(
         config.kafka.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     )
@@ -247,6 +293,14 @@ pub async fn run(
         "worker started; joining the streams group"
     );
     let mut rt = Runtime {
+        manager: TaskManager::new(
+            ManagerConfig {
+                exactly_once: config.exactly_once,
+                commit_interval: config.commit_interval,
+                cleanup_delay: config.state_cleanup_delay,
+            },
+            Instant::now(),
+        ),
         offsets: CoordinatorOffsets::new(
             &config.application_id,
             &config.bootstrap,
@@ -255,58 +309,74 @@ pub async fn run(
         ),
         input_topic: Arc::from(config.input_topic.as_str()),
         budget: CacheBudget::new(config.cache_max_bytes),
-        output: Output {
-            producer: TrackedProducer::new(producer.clone()),
-            topic: config.output_topic.clone(),
-            partitions: output_partitions,
-        },
         config,
         factory,
         producer,
+        output_partitions,
         txn,
         driver,
         changelog_topic,
+        corrupt_records,
         tasks: BTreeMap::new(),
         dormant: BTreeMap::new(),
-        _state_lock: state_lock,
-        pending: std::collections::VecDeque::new(),
+        restores: BTreeMap::new(),
+        processing: BTreeSet::new(),
+        awaiting: VecDeque::new(),
+        cycle_started: None,
+        left: false,
         handled: 0,
         last_report: Instant::now(),
+        _state_lock: state_lock,
     };
 
     tokio::pin!(shutdown);
-    let mut next_commit = tokio::time::Instant::now() + rt.config.commit_interval;
+    let mut shutting_down = false;
     loop {
-        while let Some(event) = rt.pending.pop_front() {
-            rt.handle_event(&consumer, &mut events, event).await?;
+        while let Some(action) = rt.manager.poll_action() {
+            rt.execute(action, &consumer, &mut restore).await?;
         }
+        if rt.left {
+            break;
+        }
+        rt.check_deliveries()?;
+        if rt.acks_reached() {
+            continue;
+        }
+        let deadline = rt.manager.poll_timeout();
+        let running = rt.manager.running_count() > 0;
+        let awaiting = !rt.awaiting.is_empty();
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if !shutting_down => {
+                shutting_down = true;
+                info!(tasks = rt.tasks.len(), "shutting down: committing and closing every task");
+                rt.manager.shutdown(Instant::now());
+            }
             event = events.recv() => match event {
-                Some(event) => rt.handle_event(&consumer, &mut events, event).await?,
+                Some(event) => rt.on_event(event)?,
                 None => return Err(RuntimeError::MembershipStopped),
             },
-            _ = tokio::time::sleep_until(next_commit) => {
-                rt.commit_or_lose(&consumer, "interval").await?;
-                next_commit = tokio::time::Instant::now() + rt.config.commit_interval;
-                rt.report_throughput();
-                rt.drop_expired_dormant(Instant::now());
+            _ = sleep_until(deadline) => {
+                rt.manager.handle_timeout(Instant::now());
+                rt.report(&restore);
             }
-            first = consumer.recv(), if !rt.tasks.is_empty() => {
-                let first = first.map_err(|source| RuntimeError::Consume {
-                    topic: rt.config.input_topic.clone(),
-                    source,
+            _ = rt.producer.notified(), if awaiting => {}
+            first = restore.recv(), if restore.is_reading() => {
+                let mut restored = BTreeMap::new();
+                let result = restore.batch(first, &mut |r| rt.on_restored(r, &mut restored));
+                result.map_err(|source| RuntimeError::Changelog {
+                    task: "restore".into(),
+                    source: Box::new(source),
                 })?;
-                rt.on_record(&first)?;
-                drop(first);
+                for (task, offset) in restored {
+                    rt.manager.handle_restored(task, offset);
+                }
+            }
+            first = consumer.recv(), if running => {
+                rt.on_input(first)?;
                 for _ in 1..BATCH {
                     match consumer.recv().now_or_never() {
-                        Some(Ok(msg)) => rt.on_record(&msg)?,
-                        Some(Err(source)) => return Err(RuntimeError::Consume {
-                            topic: rt.config.input_topic.clone(),
-                            source,
-                        }),
+                        Some(next) => rt.on_input(next)?,
                         None => break,
                     }
                 }
@@ -314,11 +384,38 @@ pub async fn run(
             }
         }
     }
-    rt.shutdown(&consumer).await
+    info!("left the streams group; shutdown complete");
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn partitions(tasks: &BTreeSet<TaskId>) -> BTreeSet<i32> {
+    tasks
+        .iter()
+        .filter(|t| t.subtopology == "0")
+        .map(|t| t.partition)
+        .collect()
 }
 
 impl Runtime {
-    fn report_throughput(&mut self) {
+    /// Standby lags (on every tick) and the throughput line (every [`REPORT_INTERVAL`]).
+    fn report(&mut self, restore: &RestoreReader) {
+        for task in self.manager.snapshot() {
+            if let TaskState::Standby { .. } = task.state {
+                if let Some(end) = restore.cached_end(task.task) {
+                    self.manager.handle_standby_end(task.task, end);
+                }
+                if let Some(TaskState::Standby { lag, .. }) = self.manager.state(task.task) {
+                    metrics::standby_lag(&format!("0_{}", task.task), lag.unwrap_or(0));
+                }
+            }
+        }
         let elapsed = self.last_report.elapsed();
         if elapsed < REPORT_INTERVAL {
             return;
@@ -327,7 +424,7 @@ impl Runtime {
             info!(
                 records = self.handled,
                 rate = format!("{:.0}/s", self.handled as f64 / elapsed.as_secs_f64()),
-                tasks = self.tasks.len(),
+                tasks = self.manager.running_count(),
                 "processing"
             );
         }
@@ -335,17 +432,103 @@ impl Runtime {
         self.last_report = Instant::now();
     }
 
-    fn on_record(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
+    fn on_event(&mut self, event: MembershipEvent) -> Result<(), RuntimeError> {
+        let now = Instant::now();
+        match event {
+            MembershipEvent::Assigned { active, standby } => {
+                self.manager
+                    .handle_assignment(now, partitions(&active), partitions(&standby));
+            }
+            MembershipEvent::Revoke { tasks } => {
+                info!(tasks = ?tasks.iter().map(ToString::to_string).collect::<Vec<_>>(), "revoking tasks: commit and close");
+                let revoked = partitions(&tasks);
+                if revoked.iter().any(|p| self.restores.contains_key(p)) {
+                    info!("membership changed mid-restore: cancelling the restore");
+                }
+                self.manager.handle_revoke(now, revoked);
+            }
+            MembershipEvent::Lost => {
+                warn!(
+                    tasks = self.tasks.len(),
+                    "all tasks lost (fenced): closing them without a commit"
+                );
+                self.manager.handle_lost(now);
+            }
+            MembershipEvent::NotReady { statuses } => {
+                warn!(?statuses, "the streams group is not ready; waiting");
+            }
+            MembershipEvent::Ready => info!("the streams group is ready"),
+            MembershipEvent::Fatal(source) => return Err(RuntimeError::Membership { source }),
+            MembershipEvent::Warning(e) => warn!(error = %e, "streams group warning"),
+            MembershipEvent::CoordinatorChanged | MembershipEvent::Left => {}
+        }
+        Ok(())
+    }
+
+    /// Applies one restored changelog record (or end) to its task's store.
+    fn on_restored(
+        &mut self,
+        r: Restored<'_>,
+        restored: &mut BTreeMap<i32, i64>,
+    ) -> Result<(), crate::changelog::ChangelogError> {
+        match r {
+            Restored::Record(msg) => {
+                let p = msg.partition();
+                let reading = matches!(
+                    self.manager.state(p),
+                    Some(TaskState::Restoring { .. } | TaskState::Standby { .. })
+                );
+                let Some(task) = self.tasks.get_mut(&p).filter(|_| reading) else {
+                    return Ok(());
+                };
+                if task.restore_record(
+                    msg.offset(),
+                    msg.key(),
+                    msg.payload(),
+                    self.corrupt_records,
+                )? {
+                    if let Some(stats) = self.restores.get_mut(&p) {
+                        stats.applied += 1;
+                    }
+                } else {
+                    metrics::records_skipped("corrupt_changelog", 1);
+                }
+                restored.insert(p, msg.offset());
+            }
+            Restored::End {
+                partition,
+                position,
+            } if position > 0 => {
+                if let Some(task) = self.tasks.get_mut(&partition) {
+                    task.resume_after(position - 1);
+                }
+                let last = restored.entry(partition).or_insert(position - 1);
+                *last = (*last).max(position - 1);
+            }
+            Restored::End { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn on_input(
+        &mut self,
+        msg: rdkafka::error::KafkaResult<BorrowedMessage<'_>>,
+    ) -> Result<(), RuntimeError> {
+        let msg = msg.map_err(|source| RuntimeError::Consume {
+            topic: self.config.input_topic.clone(),
+            source,
+        })?;
         self.handled += 1;
-        let Some(task) = self.tasks.get_mut(&msg.partition()) else {
-            debug!(
-                partition = msg.partition(),
-                "record of a task no longer owned"
-            );
+        let p = msg.partition();
+        if !self.manager.is_running(p) {
+            debug!(partition = p, "record of a task not running");
+            return Ok(());
+        }
+        let Some(task) = self.tasks.get_mut(&p) else {
             return Ok(());
         };
         if let Some(txn) = self.txn.as_mut() {
-            txn.begin()?;
+            txn.begin(self.producer.producer())?;
         }
         let timestamp = msg.timestamp().to_millis().unwrap_or(-1);
         let before = task.metrics();
@@ -356,7 +539,6 @@ impl Runtime {
             {
                 warn!(task = %task.name, error = %e, "skipping an input record that cannot be deserialized");
                 metrics::records_skipped("deserialization", 1);
-                task.skip(msg.offset());
             }
             Err(source) => {
                 return Err(RuntimeError::Process {
@@ -366,67 +548,8 @@ impl Runtime {
             }
         }
         metrics::aggregate_delta(before, task.metrics());
+        self.manager.handle_processed(p, msg.offset());
         Ok(())
-    }
-
-    /// Produces what cache evictions wrote through, to the changelog and the output.
-    async fn forward_evicted(&mut self) -> Result<(), RuntimeError> {
-        for task in self.tasks.values_mut() {
-            let records = task
-                .take_evicted()
-                .map_err(|source| RuntimeError::Process {
-                    task: task.name.clone(),
-                    source: Box::new(source),
-                })?;
-            if records.is_empty() {
-                continue;
-            }
-            self.output.forward(task, &records).await?;
-        }
-        Ok(())
-    }
-
-    async fn handle_event(
-        &mut self,
-        consumer: &StreamConsumer,
-        events: &mut mpsc::Receiver<MembershipEvent>,
-        event: MembershipEvent,
-    ) -> Result<(), RuntimeError> {
-        match event {
-            MembershipEvent::Assigned { active, .. } => {
-                self.on_assigned(consumer, events, active).await
-            }
-            MembershipEvent::Revoke { tasks } => {
-                let partitions: Vec<i32> = tasks.iter().map(|t| t.partition).collect();
-                info!(tasks = ?tasks.iter().map(ToString::to_string).collect::<Vec<_>>(), "revoking tasks: commit and close");
-                self.commit_or_lose(consumer, "revocation").await?;
-                self.close(consumer, &partitions, true);
-                self.driver.tasks_revoked(tasks);
-                Ok(())
-            }
-            MembershipEvent::Lost => {
-                warn!(
-                    tasks = self.tasks.len(),
-                    "all tasks lost (fenced): closing them without a commit"
-                );
-                self.lose_all(consumer);
-                Ok(())
-            }
-            MembershipEvent::NotReady { statuses } => {
-                warn!(?statuses, "the streams group is not ready; waiting");
-                Ok(())
-            }
-            MembershipEvent::Ready => {
-                info!("the streams group is ready");
-                Ok(())
-            }
-            MembershipEvent::Fatal(source) => Err(RuntimeError::Membership { source }),
-            MembershipEvent::Warning(e) => {
-                warn!(error = %e, "streams group warning");
-                Ok(())
-            }
-            MembershipEvent::CoordinatorChanged | MembershipEvent::Left => Ok(()),
-        }
     }
 }
 
