@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use common::job::{at_least_once_matches, wait_running, Job, GAP, GRACE, PARTITIONS};
+use common::job::{at_least_once_matches, restores, wait_running, Job, GAP, GRACE, PARTITIONS};
 use common::worker::{click_stream, produce, read_topic, reference_by_partition, Click, Worker};
 
 #[tokio::test]
@@ -246,29 +246,6 @@ async fn a_restarted_worker_resumes_without_counting_twice() -> anyhow::Result<(
     .await?;
     assert!(w.log().contains("task restored"), "{}", w.tail());
     Ok(())
-}
-
-/// `(task, restored, from, full)` of every `task restored` line of a worker's log.
-fn restores(worker: &Worker) -> Vec<(String, u64, i64, bool)> {
-    worker
-        .log()
-        .lines()
-        .filter(|l| l.contains("task restored"))
-        .map(|l| {
-            let field = |name: &str| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            (
-                field("task"),
-                field("restored").parse().unwrap_or(u64::MAX),
-                field("from").parse().unwrap_or(-1),
-                field("full") == "true",
-            )
-        })
-        .collect()
 }
 
 #[tokio::test]

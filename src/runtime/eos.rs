@@ -29,6 +29,23 @@ fn txn_error(e: rdkafka::error::KafkaError) -> RuntimeError {
     }
 }
 
+/// Fences the producers of `transactional_id` (a member that vanished from the group): an
+/// InitProducerId with that id bumps its epoch and aborts its open transaction at once, so
+/// read_committed readers of the output and the changelog do not wait for the transaction
+/// timeout. `config` is the worker's transactional producer configuration.
+pub fn fence(
+    config: &rdkafka::ClientConfig,
+    transactional_id: &str,
+    timeout: Duration,
+) -> Result<(), RuntimeError> {
+    let producer: rdkafka::producer::BaseProducer = config
+        .clone()
+        .set("transactional.id", transactional_id)
+        .create()
+        .map_err(txn_error)?;
+    tokio::task::block_in_place(|| producer.init_transactions(timeout)).map_err(txn_error)
+}
+
 /// The transaction state of the worker's producer (passed to each call).
 pub struct Transactions {
     group: String,

@@ -5,6 +5,7 @@
 //! `UNSTABLE_OFFSET_COMMIT` (a peer's transaction still open) are retried with a doubling
 //! backoff until a deadline (`task.timeout.ms`), then fail. Knows nothing of tasks or stores.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::protocol::{BrokerConnection, CommitOffset, ConnectionConfig, ProtocolError};
@@ -93,6 +94,8 @@ pub enum OffsetsError {
         timeout: Duration,
         last: String,
     },
+    #[error("describing group {group} failed with error code {code}")]
+    DescribeRefused { group: String, code: i16 },
     #[error("fetching the committed offset of {topic}/{partition} for group {group} failed with error code {code}")]
     FetchRefused {
         group: String,
@@ -188,6 +191,47 @@ impl CoordinatorOffsets {
             group,
             source: ProtocolError::NotConnected { addr },
         })
+    }
+
+    /// The process ids of the streams group's members (StreamsGroupDescribe); empty when
+    /// the group does not exist.
+    pub async fn process_ids(&mut self) -> Result<BTreeSet<String>, OffsetsError> {
+        let mut retry = Retry::new(Instant::now(), self.timeout);
+        loop {
+            let group = self.group.clone();
+            let result = match self.connection().await {
+                Ok(conn) => conn
+                    .describe(std::slice::from_ref(&group), false)
+                    .await
+                    .map_err(|e| self.err(e)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(response) => match response.groups.into_iter().find(|g| g.group_id == group) {
+                    Some(g) if g.error_code == 0 => {
+                        return Ok(g.members.into_iter().map(|m| m.process_id).collect())
+                    }
+                    // GROUP_ID_NOT_FOUND: nobody is in the group.
+                    Some(g) if g.error_code == 69 => return Ok(BTreeSet::new()),
+                    Some(g) if retriable(g.error_code) => {
+                        let last = format!("error code {}", g.error_code);
+                        self.backoff(&mut retry, "group describe", last).await?;
+                    }
+                    Some(g) => {
+                        return Err(OffsetsError::DescribeRefused {
+                            group,
+                            code: g.error_code,
+                        })
+                    }
+                    None => return Ok(BTreeSet::new()),
+                },
+                Err(e) if transient(&e) => {
+                    self.backoff(&mut retry, "group describe", e.to_string())
+                        .await?
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// After a failed attempt: waits the backoff and forgets the coordinator, or gives up.

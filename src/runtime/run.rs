@@ -98,6 +98,10 @@ pub(super) struct Runtime {
     pub(super) producer: RecordProducer,
     pub(super) output_partitions: i32,
     pub(super) txn: Option<Transactions>,
+    /// Under exactly-once: the transactional producer's configuration (to fence the ids of
+    /// vanished members) and the process ids of the other members seen so far.
+    pub(super) txn_config: Option<ClientConfig>,
+    pub(super) peers: BTreeSet<String>,
     pub(super) offsets: CoordinatorOffsets,
     pub(super) driver: DriverHandle,
     pub(super) budget: CacheBudget,
@@ -292,6 +296,7 @@ pub async fn run(
         guarantee = if config.exactly_once { "exactly_once_v2" } else { "at_least_once" },
         "worker started; joining the streams group"
     );
+    let exactly_once = config.exactly_once;
     let mut rt = Runtime {
         manager: TaskManager::new(
             ManagerConfig {
@@ -314,6 +319,8 @@ pub async fn run(
         producer,
         output_partitions,
         txn,
+        txn_config: exactly_once.then_some(producer_cfg),
+        peers: BTreeSet::new(),
         driver,
         changelog_topic,
         corrupt_records,
@@ -353,7 +360,7 @@ pub async fn run(
                 rt.manager.shutdown(Instant::now());
             }
             event = events.recv() => match event {
-                Some(event) => rt.on_event(event)?,
+                Some(event) => rt.on_event(event).await?,
                 None => return Err(RuntimeError::MembershipStopped),
             },
             _ = sleep_until(deadline) => {
@@ -432,10 +439,11 @@ impl Runtime {
         self.last_report = Instant::now();
     }
 
-    fn on_event(&mut self, event: MembershipEvent) -> Result<(), RuntimeError> {
+    async fn on_event(&mut self, event: MembershipEvent) -> Result<(), RuntimeError> {
         let now = Instant::now();
         match event {
             MembershipEvent::Assigned { active, standby } => {
+                self.fence_vanished_peers().await;
                 self.manager
                     .handle_assignment(now, partitions(&active), partitions(&standby));
             }
@@ -463,6 +471,36 @@ impl Runtime {
             MembershipEvent::CoordinatorChanged | MembershipEvent::Left => {}
         }
         Ok(())
+    }
+
+    /// Under exactly-once, on every assignment: fences the transactional id of every member
+    /// seen before and gone from the group now, so that a dead peer's open transaction is
+    /// aborted before its tasks are restored here (a restore under read_committed would
+    /// otherwise end at that transaction and miss what was committed after it).
+    async fn fence_vanished_peers(&mut self) {
+        let Some(txn_config) = self.txn_config.as_ref() else {
+            return;
+        };
+        let current = match self.offsets.process_ids().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!(error = %e, "cannot describe the group; vanished members are not fenced");
+                return;
+            }
+        };
+        let own = &self.config.process_id;
+        for gone in self.peers.iter().filter(|p| !current.contains(*p)) {
+            let id = format!("{}-{gone}", self.config.application_id);
+            let started = Instant::now();
+            match super::eos::fence(txn_config, &id, Duration::from_secs(30)) {
+                Ok(()) => {
+                    info!(transactional_id = %id, elapsed_ms = started.elapsed().as_millis() as u64,
+                    "fenced the transactional id of a member that left the group")
+                }
+                Err(e) => warn!(transactional_id = %id, error = %e, "fencing a vanished member"),
+            }
+        }
+        self.peers = current.into_iter().filter(|p| p != own).collect();
     }
 
     /// Applies one restored changelog record (or end) to its task's store.

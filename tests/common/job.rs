@@ -175,3 +175,45 @@ pub async fn wait_running(worker: &Worker, tasks: usize) -> anyhow::Result<()> {
     .await
     .with_context(|| worker.tail())
 }
+
+/// `(task, restored, from, full)` of every `task restored` line of a worker's log.
+pub fn restores(worker: &Worker) -> Vec<(String, u64, i64, bool)> {
+    worker
+        .log()
+        .lines()
+        .filter(|l| l.contains("task restored"))
+        .map(|l| {
+            let field = |name: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (
+                field("task"),
+                field("restored").parse().unwrap_or(u64::MAX),
+                field("from").parse().unwrap_or(-1),
+                field("full") == "true",
+            )
+        })
+        .collect()
+}
+
+/// Sets the streams group config `streams.num.standby.replicas` of `group` (before its
+/// members join): KIP-1071 assigns standby tasks when it is above 0.
+pub async fn set_standby_replicas(
+    bootstrap: &str,
+    group: &str,
+    replicas: u32,
+) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
+    let admin = crate::common::admin(bootstrap);
+    let replicas = replicas.to_string();
+    let config = AlterConfig::new(ResourceSpecifier::Group(group))
+        .set("streams.num.standby.replicas", &replicas);
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    for result in admin.alter_configs([&config], &opts).await? {
+        result.map_err(|(resource, e)| anyhow::anyhow!("altering {resource:?}: {e}"))?;
+    }
+    Ok(())
+}
