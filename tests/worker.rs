@@ -412,3 +412,113 @@ async fn a_second_worker_on_the_same_state_dir_stops_naming_it() -> anyhow::Resu
     first.check_alive()?;
     Ok(())
 }
+
+/// Changelog records of the task that restores while the others process.
+const BIG_CHANGELOG: i64 = 1_000_000;
+
+#[tokio::test]
+async fn running_tasks_keep_committing_while_another_restores_a_million_records(
+) -> anyhow::Result<()> {
+    use kstate::changelog::create_changelog_topic;
+    use kstate::store::session_schema::session_key;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    let job = Job::new("worker-big-restore").await?;
+    let changelog = format!("{}-counts-changelog", job.app);
+    let admin = common::admin(&job.bootstrap);
+    create_changelog_topic(
+        &admin,
+        &changelog,
+        PARTITIONS,
+        Duration::from_secs(86_400),
+        &[],
+    )
+    .await?;
+    // Task 0_0's changelog: 20,000 sessions of keys the input never uses, 50 updates each.
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kstate::changelog::producer_config(&job.bootstrap, &[]).create()?;
+    let base = common::now_ms() - 3_000_000;
+    for i in 0..BIG_CHANGELOG {
+        let key = session_key(format!("old-{}", i % 20_000).as_bytes(), base, base + 1);
+        let value = (i / 20_000 + 1).to_be_bytes();
+        let mut record = BaseRecord::<[u8], [u8]>::to(&changelog)
+            .partition(0)
+            .key(&key[..])
+            .payload(&value[..])
+            .timestamp(base + 1);
+        while let Err((e, r)) = producer.send(record) {
+            ensure!(
+                matches!(
+                    e,
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull
+                    )
+                ),
+                "producing the changelog: {e}"
+            );
+            record = r;
+            producer.poll(Duration::from_millis(10));
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+
+    let w = job.worker("w", "at_least_once")?;
+    common::wait_for("0_0 to restore", Duration::from_secs(60), || async {
+        (w.count("task restoring task=0_0") > 0).then_some(())
+    })
+    .await
+    .with_context(|| w.tail())?;
+    wait_running(&w, 3).await?;
+    let clicks = click_stream(60, 20, common::now_ms() - 3_600_000, GAP, GRACE, false, 41);
+    let (others, zero): (Vec<Click>, Vec<Click>) = clicks
+        .iter()
+        .cloned()
+        .partition(|c| common::worker::partition_of(c.key.as_bytes(), PARTITIONS) != 0);
+    job.produce(&others).await?;
+    let ends = job.input_ends()?;
+    common::wait_for("tasks 1-3 to commit", Duration::from_secs(60), || async {
+        let committed = job.committed().await.ok()?;
+        (1..PARTITIONS as usize)
+            .all(|p| committed[p] == Some(ends[p]))
+            .then_some(())
+    })
+    .await
+    .with_context(|| w.tail())?;
+    ensure!(
+        w.count("task restored task=0_0") == 0,
+        "the other tasks committed only after 0_0's restore:\n{}",
+        w.tail()
+    );
+
+    let restored = common::wait_for("0_0 restored", Duration::from_secs(120), || async {
+        restores(&w).into_iter().find(|r| r.0 == "0_0")
+    })
+    .await
+    .with_context(|| w.tail())?;
+    ensure!(
+        restored.1 == BIG_CHANGELOG as u64 && restored.3,
+        "{restored:?}"
+    );
+    job.produce(&zero).await?;
+    let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
+    job.wait_view(
+        "the output to equal the reference",
+        false,
+        &[&w],
+        &reference,
+        |v| v == &reference,
+    )
+    .await?;
+    let elapsed_ms = w
+        .log()
+        .lines()
+        .find(|l| l.contains("task restored task=0_0"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("elapsed_ms="))
+        })
+        .unwrap_or_default()
+        .to_string();
+    println!("0_0 restored {BIG_CHANGELOG} records in {elapsed_ms} ms while 0_1..0_3 committed");
+    Ok(())
+}

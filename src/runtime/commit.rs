@@ -152,6 +152,10 @@ impl Runtime {
         &mut self,
         offsets: &[(i32, i64)],
     ) -> Result<(), RuntimeError> {
+        if offsets.is_empty() {
+            self.committed(0);
+            return Ok(());
+        }
         let request: Vec<(String, i32, i64)> = offsets
             .iter()
             .map(|(p, o)| (self.config.input_topic.clone(), *p, *o))
@@ -211,8 +215,9 @@ impl Runtime {
         }
     }
 
+    /// A cycle ended; its latency is recorded when it committed offsets.
     fn committed(&mut self, offsets: usize) {
-        if let Some(started) = self.cycle_started.take() {
+        if let Some(started) = self.cycle_started.take().filter(|_| offsets > 0) {
             let elapsed = started.elapsed();
             metrics::commit_latency(elapsed.as_secs_f64());
             debug!(

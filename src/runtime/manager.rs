@@ -69,8 +69,8 @@ pub enum Action {
     /// Flush these tasks' caches and produce what they flushed; under at-least-once answer
     /// with [`TaskManager::handle_flush_acked`] once every record sent so far is acknowledged.
     Flush { id: u64, tasks: Vec<Partition> },
-    /// Commit these input offsets with the member id and epoch; answer with
-    /// [`TaskManager::handle_commit_result`].
+    /// Commit these input offsets with the member id and epoch (none: nothing moved, the
+    /// cycle ends); answer with [`TaskManager::handle_commit_result`].
     CommitOffsets { offsets: Vec<(Partition, i64)> },
     /// Send these offsets to the open transaction and commit it (begin one first if none is
     /// open); answer with [`TaskManager::handle_commit_result`].
@@ -400,11 +400,7 @@ impl TaskManager {
         }
         cycle.committing = true;
         let offsets = cycle.offsets.clone();
-        if offsets.is_empty() {
-            self.handle_commit_result(now, Ok(()));
-        } else {
-            self.actions.push_back(Action::CommitOffsets { offsets });
-        }
+        self.actions.push_back(Action::CommitOffsets { offsets });
     }
 
     /// The outcome of the commit in flight.

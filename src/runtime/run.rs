@@ -368,26 +368,23 @@ pub async fn run(
                 rt.report(&restore);
             }
             _ = rt.producer.notified(), if awaiting => {}
+            // Restore and input interleave: whichever woke the loop, the other's ready
+            // records get a turn too, so neither starves the other.
             first = restore.recv(), if restore.is_reading() => {
-                let mut restored = BTreeMap::new();
-                let result = restore.batch(first, &mut |r| rt.on_restored(r, &mut restored));
-                result.map_err(|source| RuntimeError::Changelog {
-                    task: "restore".into(),
-                    source: Box::new(source),
-                })?;
-                for (task, offset) in restored {
-                    rt.manager.handle_restored(task, offset);
+                rt.restore_batch(&restore, first)?;
+                if rt.manager.running_count() > 0 {
+                    if let Some(first) = consumer.recv().now_or_never() {
+                        rt.input_batch(&consumer, first).await?;
+                    }
                 }
             }
             first = consumer.recv(), if running => {
-                rt.on_input(first)?;
-                for _ in 1..BATCH {
-                    match consumer.recv().now_or_never() {
-                        Some(next) => rt.on_input(next)?,
-                        None => break,
+                rt.input_batch(&consumer, first).await?;
+                if restore.is_reading() {
+                    if let Some(first) = restore.recv().now_or_never() {
+                        rt.restore_batch(&restore, first)?;
                     }
                 }
-                rt.forward_evicted().await?;
             }
         }
     }
@@ -501,6 +498,42 @@ impl Runtime {
             }
         }
         self.peers = current.into_iter().filter(|p| p != own).collect();
+    }
+
+    /// Applies `first` and the changelog records ready after it to their stores.
+    fn restore_batch(
+        &mut self,
+        restore: &RestoreReader,
+        first: rdkafka::error::KafkaResult<BorrowedMessage<'_>>,
+    ) -> Result<(), RuntimeError> {
+        let mut restored = BTreeMap::new();
+        restore
+            .batch(first, &mut |r| self.on_restored(r, &mut restored))
+            .map_err(|source| RuntimeError::Changelog {
+                task: "restore".into(),
+                source: Box::new(source),
+            })?;
+        for (task, offset) in restored {
+            self.manager.handle_restored(task, offset);
+        }
+        Ok(())
+    }
+
+    /// Processes `first` and up to [`BATCH`] input records ready after it, then produces
+    /// what cache evictions wrote through.
+    async fn input_batch(
+        &mut self,
+        consumer: &StreamConsumer,
+        first: rdkafka::error::KafkaResult<BorrowedMessage<'_>>,
+    ) -> Result<(), RuntimeError> {
+        self.on_input(first)?;
+        for _ in 1..BATCH {
+            match consumer.recv().now_or_never() {
+                Some(next) => self.on_input(next)?,
+                None => break,
+            }
+        }
+        self.forward_evicted().await
     }
 
     /// Applies one restored changelog record (or end) to its task's store.
