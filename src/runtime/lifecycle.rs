@@ -166,6 +166,19 @@ impl Runtime {
     async fn fetch_committed(&mut self, tasks: &[i32]) -> Result<(), RuntimeError> {
         for p in tasks {
             if let (Some(stats), Some(task)) = (self.restores.remove(p), self.tasks.get(p)) {
+                let total = u64::try_from(stats.end - stats.from).unwrap_or(0);
+                let secs = stats.started.elapsed().as_secs_f64().max(f64::EPSILON);
+                metrics::restore_progress(
+                    &task.name,
+                    &crate::changelog::RestoreProgress {
+                        topic: self.changelog_topic.clone(),
+                        partition: *p,
+                        restored: total,
+                        total,
+                        records_per_sec: stats.applied as f64 / secs,
+                        done: true,
+                    },
+                );
                 info!(
                     task = %task.name,
                     restored = stats.applied,

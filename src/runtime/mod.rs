@@ -7,6 +7,7 @@
 mod commit;
 mod eos;
 mod error;
+mod events;
 mod lifecycle;
 pub mod manager;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! The task manager with a fake clock and the driver's answers played by hand.
 
 use super::*;
+use std::time::Duration;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const CLEANUP: Duration = Duration::from_secs(600);
