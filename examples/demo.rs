@@ -317,7 +317,8 @@ async fn main() -> anyhow::Result<()> {
     })?;
 
     let connection = ConnectionConfig::default();
-    let mut offsets = CoordinatorOffsets::new(&app, &args.bootstrap, connection);
+    let mut offsets =
+        CoordinatorOffsets::new(&app, &args.bootstrap, connection, Duration::from_secs(30));
     let partitions: Vec<(String, i32)> = (0..PARTITIONS).map(|p| (input.clone(), p)).collect();
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)

@@ -550,7 +550,12 @@ async fn offsets_are_committed_with_member_id_and_epoch_only() -> anyhow::Result
     })
     .await?;
     let (member_id, epoch) = app.members[a].handle.member();
-    let mut offsets = CoordinatorOffsets::new(app.app.clone(), &bootstrap, connection_config());
+    let mut offsets = CoordinatorOffsets::new(
+        app.app.clone(),
+        &bootstrap,
+        connection_config(),
+        Duration::from_secs(30),
+    );
     let source = app.source.clone();
     offsets
         .commit(

@@ -10,138 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use common::worker::{
-    click_stream, compacted, produce, read_topic, reference_by_partition, Click, Worker,
-};
-
-const PARTITIONS: i32 = 4;
-const GAP: i64 = 10_000;
-const GRACE: i64 = 20_000;
-
-type View = BTreeMap<(String, i64, i64), i64>;
-
-struct Job {
-    bootstrap: String,
-    app: String,
-    input: String,
-    output: String,
-    state: std::path::PathBuf,
-}
-
-impl Job {
-    async fn new(name: &str) -> anyhow::Result<Self> {
-        let bootstrap = common::broker();
-        let app = common::unique(name);
-        let input = format!("{app}-clicks");
-        let output = format!("{app}-counts");
-        common::create_topic(&bootstrap, &input, PARTITIONS, &[]).await?;
-        common::create_topic(&bootstrap, &output, PARTITIONS, &[]).await?;
-        let state = std::env::temp_dir().join(&app);
-        Ok(Self {
-            bootstrap,
-            app,
-            input,
-            output,
-            state,
-        })
-    }
-
-    fn worker(&self, name: &str, guarantee: &str) -> anyhow::Result<Worker> {
-        Worker::start(
-            name,
-            &[
-                ("application.id", self.app.clone()),
-                ("bootstrap.servers", self.bootstrap.clone()),
-                ("input.topic", self.input.clone()),
-                ("output.topic", self.output.clone()),
-                ("store.name", "counts".into()),
-                ("inactivity.gap.ms", GAP.to_string()),
-                ("grace.ms", GRACE.to_string()),
-                // Sessions outlive the test: the reference model has no expiry, and expiry
-                // at gap + grace can hide a session a record should still merge with
-                // (Kafka Streams drops whole segments the same way).
-                ("retention.ms", "3600000".into()),
-                ("commit.interval.ms", "300".into()),
-                ("processing.guarantee", guarantee.into()),
-                ("state.dir", self.state.join(name).display().to_string()),
-                ("metrics.addr", String::new()),
-            ],
-        )
-    }
-
-    async fn produce(&self, clicks: &[Click]) -> anyhow::Result<()> {
-        produce(&self.bootstrap, &self.input, PARTITIONS, clicks).await
-    }
-
-    fn view(&self, read_committed: bool) -> anyhow::Result<View> {
-        Ok(compacted(&read_topic(
-            &self.bootstrap,
-            &self.output,
-            read_committed,
-        )?))
-    }
-
-    /// Polls the output until `done` holds for its compacted view.
-    async fn wait_view(
-        &self,
-        what: &str,
-        read_committed: bool,
-        workers: &[&Worker],
-        expected: &View,
-        done: impl Fn(&View) -> bool,
-    ) -> anyhow::Result<View> {
-        let last = std::sync::Mutex::new(View::new());
-        let result = common::wait_for(what, Duration::from_secs(90), || async {
-            let view = self.view(read_committed).ok()?;
-            if done(&view) {
-                return Some(view);
-            }
-            *last.lock().ok()? = view;
-            None
-        })
-        .await;
-        result.with_context(|| {
-            let last = last.lock().map(|l| l.clone()).unwrap_or_default();
-            let missing: Vec<_> = expected
-                .iter()
-                .filter(|(k, v)| last.get(*k) != Some(*v))
-                .take(5)
-                .map(|(k, v)| (k, v, last.get(k)))
-                .collect();
-            let extra: Vec<_> = last.iter().filter(|(k, _)| !expected.contains_key(*k)).take(5).collect();
-            let logs = workers
-                .iter()
-                .map(|w| format!("--- {} ---\n{}", w.name, w.tail()))
-                .collect::<Vec<_>>()
-                .join("\n");
-            format!(
-                "last view: {} sessions, expected {}; differing (key, expected, got) {missing:?}; unexpected {extra:?}\n{logs}",
-                last.len(),
-                expected.len()
-            )
-        })
-    }
-}
-
-/// The sessions are those of the reference and no count is below it; the excess of all
-/// counts together is at most `max_excess` (records processed twice after a crash).
-fn at_least_once_matches(view: &View, reference: &View, max_excess: i64) -> bool {
-    view.len() == reference.len()
-        && reference
-            .iter()
-            .all(|(k, r)| view.get(k).is_some_and(|v| v >= r))
-        && view.values().sum::<i64>() - reference.values().sum::<i64>() <= max_excess
-}
-
-async fn wait_running(worker: &Worker, tasks: usize) -> anyhow::Result<()> {
-    common::wait_for(
-        &format!("{} to run {tasks} tasks", worker.name),
-        Duration::from_secs(60),
-        || async { (worker.count("task running") >= tasks).then_some(()) },
-    )
-    .await
-    .with_context(|| worker.tail())
-}
+use common::job::{at_least_once_matches, restores, wait_running, Job, GAP, GRACE, PARTITIONS};
+use common::worker::{click_stream, produce, read_topic, reference_by_partition, Click, Worker};
 
 #[tokio::test]
 async fn one_worker_counts_sessions_like_the_reference() -> anyhow::Result<()> {
@@ -378,29 +248,6 @@ async fn a_restarted_worker_resumes_without_counting_twice() -> anyhow::Result<(
     Ok(())
 }
 
-/// `(task, restored, from, full)` of every `task restored` line of a worker's log.
-fn restores(worker: &Worker) -> Vec<(String, u64, i64, bool)> {
-    worker
-        .log()
-        .lines()
-        .filter(|l| l.contains("task restored"))
-        .map(|l| {
-            let field = |name: &str| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            (
-                field("task"),
-                field("restored").parse().unwrap_or(u64::MAX),
-                field("from").parse().unwrap_or(-1),
-                field("full") == "true",
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_clean_restart_loads_snapshots_and_restores_only_the_tail() -> anyhow::Result<()> {
     let job = Job::new("worker-snapshot").await?;
@@ -545,5 +392,135 @@ async fn a_missing_output_topic_stops_the_worker_naming_it() -> anyhow::Result<(
     let status = w.wait(Duration::from_secs(60))?;
     assert!(!status.success());
     assert!(w.log().contains(&missing), "{}", w.log());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_worker_on_the_same_state_dir_stops_naming_it() -> anyhow::Result<()> {
+    let job = Job::new("worker-lock").await?;
+    let mut first = job.worker("shared", "at_least_once")?;
+    wait_running(&first, 4).await?;
+    let mut second = job.worker("shared", "at_least_once")?;
+    let status = second.wait(Duration::from_secs(60))?;
+    assert!(!status.success(), "{}", second.tail());
+    let dir = job.state.join("shared").join(&job.app);
+    assert!(
+        second
+            .log()
+            .contains(&format!("state directory {}", dir.display())),
+        "{}",
+        second.tail()
+    );
+    first.check_alive()?;
+    Ok(())
+}
+
+/// Changelog records of the task that restores while the others process.
+const BIG_CHANGELOG: i64 = 1_000_000;
+
+#[tokio::test]
+async fn running_tasks_keep_committing_while_another_restores_a_million_records(
+) -> anyhow::Result<()> {
+    use kstate::changelog::create_changelog_topic;
+    use kstate::store::session_schema::session_key;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    let job = Job::new("worker-big-restore").await?;
+    let changelog = format!("{}-counts-changelog", job.app);
+    let admin = common::admin(&job.bootstrap);
+    create_changelog_topic(
+        &admin,
+        &changelog,
+        PARTITIONS,
+        Duration::from_secs(86_400),
+        &[],
+    )
+    .await?;
+    // Task 0_0's changelog: 20,000 sessions of keys the input never uses, 50 updates each.
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kstate::changelog::producer_config(&job.bootstrap, &[]).create()?;
+    let base = common::now_ms() - 3_000_000;
+    for i in 0..BIG_CHANGELOG {
+        let key = session_key(format!("old-{}", i % 20_000).as_bytes(), base, base + 1);
+        let value = (i / 20_000 + 1).to_be_bytes();
+        let mut record = BaseRecord::<[u8], [u8]>::to(&changelog)
+            .partition(0)
+            .key(&key[..])
+            .payload(&value[..])
+            .timestamp(base + 1);
+        while let Err((e, r)) = producer.send(record) {
+            ensure!(
+                matches!(
+                    e,
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull
+                    )
+                ),
+                "producing the changelog: {e}"
+            );
+            record = r;
+            producer.poll(Duration::from_millis(10));
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+
+    let w = job.worker("w", "at_least_once")?;
+    common::wait_for("0_0 to restore", Duration::from_secs(60), || async {
+        (w.count("task restoring task=0_0") > 0).then_some(())
+    })
+    .await
+    .with_context(|| w.tail())?;
+    wait_running(&w, 3).await?;
+    let clicks = click_stream(60, 20, common::now_ms() - 3_600_000, GAP, GRACE, false, 41);
+    let (others, zero): (Vec<Click>, Vec<Click>) = clicks
+        .iter()
+        .cloned()
+        .partition(|c| common::worker::partition_of(c.key.as_bytes(), PARTITIONS) != 0);
+    job.produce(&others).await?;
+    let ends = job.input_ends()?;
+    common::wait_for("tasks 1-3 to commit", Duration::from_secs(60), || async {
+        let committed = job.committed().await.ok()?;
+        (1..PARTITIONS as usize)
+            .all(|p| committed[p] == Some(ends[p]))
+            .then_some(())
+    })
+    .await
+    .with_context(|| w.tail())?;
+    ensure!(
+        w.count("task restored task=0_0") == 0,
+        "the other tasks committed only after 0_0's restore:\n{}",
+        w.tail()
+    );
+
+    let restored = common::wait_for("0_0 restored", Duration::from_secs(120), || async {
+        restores(&w).into_iter().find(|r| r.0 == "0_0")
+    })
+    .await
+    .with_context(|| w.tail())?;
+    ensure!(
+        restored.1 == BIG_CHANGELOG as u64 && restored.3,
+        "{restored:?}"
+    );
+    job.produce(&zero).await?;
+    let reference = reference_by_partition(&clicks, PARTITIONS, GAP, GRACE);
+    job.wait_view(
+        "the output to equal the reference",
+        false,
+        &[&w],
+        &reference,
+        |v| v == &reference,
+    )
+    .await?;
+    let elapsed_ms = w
+        .log()
+        .lines()
+        .find(|l| l.contains("task restored task=0_0"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("elapsed_ms="))
+        })
+        .unwrap_or_default()
+        .to_string();
+    println!("0_0 restored {BIG_CHANGELOG} records in {elapsed_ms} ms while 0_1..0_3 committed");
     Ok(())
 }

@@ -14,7 +14,8 @@ mod writer;
 pub use checkpoint::{Checkpoint, CheckpointError, OFFSET_UNKNOWN};
 pub use error::ChangelogError;
 pub use restorer::{
-    CorruptRecordPolicy, RestoreOptions, RestoreOutcome, RestoreProgress, RestoreTarget, Restorer,
+    apply_record, CorruptRecordPolicy, RestoreOptions, RestoreOutcome, RestoreProgress,
+    RestoreTarget, Restorer,
 };
 pub use topic::{
     changelog_topic_configs, changelog_topic_name, create_changelog_topic, ADDITIONAL_RETENTION,

@@ -468,36 +468,58 @@ impl Restorer {
         target: &mut T,
         outcome: &mut RestoreOutcome,
     ) -> Result<(), ChangelogError> {
-        let offset = msg.offset();
-        let result = match (msg.key(), msg.payload()) {
-            (None, _) => Err(ChangelogError::CorruptRecord {
-                topic: topic.to_string(),
-                partition,
-                offset,
-                source: "record has no key".into(),
-            }),
-            (Some(k), Some(v)) => target
-                .restore_put(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v))
-                .map_err(|e| corrupt(topic, partition, offset, e)),
-            (Some(k), None) => target
-                .restore_delete(Bytes::copy_from_slice(k))
-                .map_err(|e| corrupt(topic, partition, offset, e)),
-        };
-        match (result, self.options.corrupt_records) {
-            (Ok(()), _) => {
-                outcome.applied += 1;
-                Ok(())
-            }
-            (Err(e), CorruptRecordPolicy::Skip) => {
-                warn!(
-                    error = &e as &dyn std::error::Error,
-                    "skipping a corrupt changelog record"
-                );
-                outcome.skipped += 1;
-                Ok(())
-            }
-            (Err(e), CorruptRecordPolicy::Fail) => Err(e),
+        let applied = apply_record(
+            target,
+            (topic, partition, msg.offset()),
+            msg.key(),
+            msg.payload(),
+            self.options.corrupt_records,
+        )?;
+        if applied {
+            outcome.applied += 1;
+        } else {
+            outcome.skipped += 1;
         }
+        Ok(())
+    }
+}
+
+/// Applies one changelog record (`at` = topic, partition, offset) to `target`: a put, or a
+/// delete for a tombstone. A record the target rejects, or one without a key, fails under
+/// [`CorruptRecordPolicy::Fail`] and is skipped with a warning under `Skip`. Returns whether
+/// the record was applied.
+pub fn apply_record<T: RestoreTarget>(
+    target: &mut T,
+    at: (&str, i32, i64),
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    policy: CorruptRecordPolicy,
+) -> Result<bool, ChangelogError> {
+    let (topic, partition, offset) = at;
+    let result = match (key, value) {
+        (None, _) => Err(ChangelogError::CorruptRecord {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            source: "record has no key".into(),
+        }),
+        (Some(k), Some(v)) => target
+            .restore_put(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v))
+            .map_err(|e| corrupt(topic, partition, offset, e)),
+        (Some(k), None) => target
+            .restore_delete(Bytes::copy_from_slice(k))
+            .map_err(|e| corrupt(topic, partition, offset, e)),
+    };
+    match (result, policy) {
+        (Ok(()), _) => Ok(true),
+        (Err(e), CorruptRecordPolicy::Skip) => {
+            warn!(
+                error = &e as &dyn std::error::Error,
+                "skipping a corrupt changelog record"
+            );
+            Ok(false)
+        }
+        (Err(e), CorruptRecordPolicy::Fail) => Err(e),
     }
 }
 

@@ -83,6 +83,7 @@ pub enum LeaveOutcome {
 #[derive(Debug)]
 enum Command {
     TasksRevoked(BTreeSet<TaskId>),
+    Rejoin,
     Leave(oneshot::Sender<()>),
     Pause,
     Resume,
@@ -100,6 +101,12 @@ impl DriverHandle {
     /// Tells the member that the runtime committed and closed these revoked tasks.
     pub fn tasks_revoked(&self, tasks: BTreeSet<TaskId>) {
         let _ = self.commands.send(Command::TasksRevoked(tasks));
+    }
+
+    /// Tells the member that the runtime lost all its tasks on its own (a refused commit, an
+    /// aborted transaction): it rejoins owning nothing, so the group reassigns them at once.
+    pub fn rejoin(&self) {
+        let _ = self.commands.send(Command::Rejoin);
     }
 
     /// `(member_id, member_epoch)` as of the latest step, for OffsetCommit.
@@ -441,6 +448,11 @@ impl Driver {
                 info!(member_id = %self.member_id(), tasks = %task_list(&tasks), "tasks revoked by the runtime");
                 if let Some(machine) = self.machine.as_mut() {
                     machine.tasks_revoked(now, &tasks);
+                }
+            }
+            Command::Rejoin => {
+                if let Some(machine) = self.machine.as_mut() {
+                    machine.rejoin(now);
                 }
             }
             Command::Leave(waiter) => {

@@ -500,16 +500,34 @@ impl Membership {
         }
     }
 
+    /// The runtime lost its tasks on its own (a commit the group refused, an aborted
+    /// transaction): the member rejoins at epoch 0 with the same member id at once, owning
+    /// nothing, so the group reassigns those tasks without waiting for a rebalance. Kafka
+    /// Streams does the same on a migrated task (it leaves and subscribes again). No event is
+    /// emitted: the runtime has already closed the tasks. No-op unless in the group.
+    pub fn rejoin(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        if !matches!(self.phase, Phase::Member | Phase::Joining) {
+            return;
+        }
+        tracing::info!(member_id = %self.config.member_id, epoch = self.member_epoch, "tasks lost by the runtime; rejoining");
+        self.reset_membership();
+    }
+
     /// All tasks lost; rejoin at epoch 0 with the same member id, at once.
     fn fence(&mut self) {
         tracing::info!(member_id = %self.config.member_id, epoch = self.member_epoch, "fenced; rejoining");
+        self.reset_membership();
+        self.events.push_back(MembershipEvent::Lost);
+    }
+
+    fn reset_membership(&mut self) {
         self.clear_tasks();
         self.phase = Phase::Joining;
         self.member_epoch = JOIN_GROUP_MEMBER_EPOCH;
         self.failed_attempts = 0;
         self.backoff_until = None;
         self.heartbeat_at = None;
-        self.events.push_back(MembershipEvent::Lost);
     }
 
     pub(super) fn fail(&mut self, error: MembershipError) {

@@ -1,21 +1,24 @@
-//! The commit cycle: flush every task's cache, produce to the changelog and the output, wait
-//! for every acknowledgement, then commit the input offsets with the member id and epoch (or
-//! commit the transaction holding all of it); and the clean shutdown built on it. A commit
-//! the group refuses because the tasks moved loses the tasks instead of failing the worker.
+//! The driver's side of the commit cycle: a flush produces every task's flushed records to
+//! its changelog partition and the output topic through the one producer; under
+//! at-least-once the input offsets noted at the flush are committed (with the member id and
+//! epoch) once the delivery reports reached what was sent by then, while the loop goes on
+//! processing; under exactly-once the records and the offsets are committed in one
+//! transaction. A commit the group refuses, or a transaction that must be aborted, is handed
+//! back to the task manager, which loses the tasks and rejoins.
 
 use std::time::Instant;
 
-use rdkafka::consumer::StreamConsumer;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use super::error::RuntimeError;
+use super::manager::CommitFailure;
 use super::metrics;
 use super::offsets::{OffsetCommitter, OffsetsError};
 use super::partitioner::windowed_partition;
 use super::processor::OutputRecord;
+use super::producer::{DeliveryFailure, Destination};
 use super::run::Runtime;
-use super::task::Task;
-use crate::changelog::TrackedProducer;
+use crate::changelog::ChangelogError;
 
 /// Broker error codes of an offset commit that mean "these tasks are no longer yours".
 const UNKNOWN_MEMBER_ID: i16 = 25;
@@ -24,53 +27,15 @@ const FENCED_MEMBER_EPOCH: i16 = 110;
 const STALE_MEMBER_EPOCH: i16 = 113;
 
 impl Runtime {
-    /// Commits; a commit the group refuses because the tasks moved loses them instead.
-    pub(super) async fn commit_or_lose(
-        &mut self,
-        consumer: &StreamConsumer,
-        reason: &str,
-    ) -> Result<(), RuntimeError> {
-        match self.commit(reason).await {
-            Err(RuntimeError::Offsets { source })
-                if matches!(
-                    *source,
-                    OffsetsError::CommitRefused {
-                        code: UNKNOWN_MEMBER_ID
-                            | ILLEGAL_GENERATION
-                            | FENCED_MEMBER_EPOCH
-                            | STALE_MEMBER_EPOCH,
-                        ..
-                    }
-                ) =>
-            {
-                warn!(
-                    error = &source as &dyn std::error::Error,
-                    "the group refused the offset commit: tasks migrated, closing them dirty"
-                );
-                self.lose_all(consumer);
-                Ok(())
-            }
-            Err(RuntimeError::Transaction {
-                abortable: true,
-                message,
-                ..
-            }) => {
-                warn!(%message, "transaction failed: aborting it and closing the tasks dirty");
-                self.lose_all(consumer);
-                Ok(())
-            }
-            other => other,
-        }
-    }
-
-    /// The commit cycle of every task.
-    async fn commit(&mut self, reason: &str) -> Result<(), RuntimeError> {
-        if self.tasks.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
+    /// Flushes `tasks`' caches and produces what they flushed; under at-least-once the
+    /// flush waits (outside the loop) for its acknowledgements.
+    pub(super) async fn flush(&mut self, id: u64, tasks: &[i32]) -> Result<(), RuntimeError> {
+        self.cycle_started.get_or_insert_with(Instant::now);
         let mut produced = 0u64;
-        for task in self.tasks.values_mut() {
+        for p in tasks {
+            let Some(task) = self.tasks.get_mut(p) else {
+                continue;
+            };
             let records = task.flush().map_err(|source| RuntimeError::Process {
                 task: task.name.clone(),
                 source: Box::new(source),
@@ -79,49 +44,188 @@ impl Runtime {
                 continue;
             }
             if let Some(txn) = self.txn.as_mut() {
-                txn.begin()?;
+                txn.begin(self.producer.producer())?;
             }
             produced += records.len() as u64;
-            self.output.forward(task, &records).await?;
+            self.forward(*p, &records).await?;
         }
-        for task in self.tasks.values_mut() {
-            task.flush_changelog()
-                .await
-                .map_err(|source| RuntimeError::Changelog {
+        metrics::produced("changelog", produced);
+        metrics::produced("output", produced);
+        if self.txn.is_none() {
+            self.awaiting.push_back((id, self.producer.marks()));
+        }
+        Ok(())
+    }
+
+    /// Produces what cache evictions wrote through, to the changelog and the output.
+    pub(super) async fn forward_evicted(&mut self) -> Result<(), RuntimeError> {
+        let running: Vec<i32> = self.processing.iter().copied().collect();
+        for p in running {
+            let Some(task) = self.tasks.get_mut(&p) else {
+                continue;
+            };
+            let records = task
+                .take_evicted()
+                .map_err(|source| RuntimeError::Process {
                     task: task.name.clone(),
                     source: Box::new(source),
                 })?;
-        }
-        self.output.flush().await?;
-        let offsets: Vec<(String, i32, i64)> = self
-            .tasks
-            .values()
-            .filter_map(|t| {
-                t.offset_to_commit()
-                    .map(|o| (self.config.input_topic.clone(), t.partition(), o))
-            })
-            .collect();
-        let (member_id, epoch) = self.driver.member();
-        match self.txn.as_mut() {
-            Some(txn) => txn.commit(&offsets, &member_id, epoch)?,
-            None if !offsets.is_empty() => self
-                .offsets
-                .commit(&member_id, epoch, &offsets)
-                .await
-                .map_err(|source| RuntimeError::Offsets {
-                source: Box::new(source),
-            })?,
-            None => {}
-        }
-        for (_, p, o) in &offsets {
-            if let Some(t) = self.tasks.get_mut(p) {
-                t.committed(*o);
+            if !records.is_empty() {
+                self.forward(p, &records).await?;
             }
         }
-        let elapsed = started.elapsed();
-        metrics::commit_latency(elapsed.as_secs_f64());
-        metrics::produced("changelog", produced);
-        metrics::produced("output", produced);
+        Ok(())
+    }
+
+    /// Sends `records` of task `p` to its changelog partition and to the output topic,
+    /// partitioned as Kafka Streams partitions windowed keys.
+    async fn forward(&mut self, p: i32, records: &[OutputRecord]) -> Result<(), RuntimeError> {
+        for r in records {
+            self.producer
+                .send(
+                    Destination::Changelog(p),
+                    &r.key,
+                    r.value.as_deref(),
+                    r.changelog_timestamp,
+                )
+                .await
+                .map_err(|f| self.delivery_error(f))?;
+            let partition = windowed_partition(r.inner_key(), self.output_partitions);
+            self.producer
+                .send(
+                    Destination::Output(partition),
+                    &r.key,
+                    r.value.as_deref(),
+                    r.output_timestamp,
+                )
+                .await
+                .map_err(|f| self.delivery_error(f))?;
+        }
+        Ok(())
+    }
+
+    fn delivery_error(&self, f: DeliveryFailure) -> RuntimeError {
+        let source = Box::new(ChangelogError::Produce {
+            topic: f.topic.clone(),
+            partition: f.partition,
+            source: f.error,
+        });
+        if f.topic == self.changelog_topic {
+            RuntimeError::Changelog {
+                task: format!("0_{}", f.partition),
+                source,
+            }
+        } else {
+            RuntimeError::Output {
+                topic: f.topic,
+                source,
+            }
+        }
+    }
+
+    /// Under at-least-once a failed delivery stops the worker (its record would be lost);
+    /// under exactly-once the transaction's commit reports it.
+    pub(super) fn check_deliveries(&self) -> Result<(), RuntimeError> {
+        match self.producer.failure() {
+            Some(f) if self.txn.is_none() => Err(self.delivery_error(f)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hands every flush whose records are all acknowledged to the manager; returns whether
+    /// it did (the manager has new actions).
+    pub(super) fn acks_reached(&mut self) -> bool {
+        let mut any = false;
+        while let Some((id, marks)) = self.awaiting.front() {
+            if !self.producer.reached(marks) {
+                break;
+            }
+            let id = *id;
+            self.awaiting.pop_front();
+            self.manager.handle_flush_acked(Instant::now(), id);
+            any = true;
+        }
+        any
+    }
+
+    pub(super) async fn commit_offsets(
+        &mut self,
+        offsets: &[(i32, i64)],
+    ) -> Result<(), RuntimeError> {
+        if offsets.is_empty() {
+            self.committed(0);
+            return Ok(());
+        }
+        let request: Vec<(String, i32, i64)> = offsets
+            .iter()
+            .map(|(p, o)| (self.config.input_topic.clone(), *p, *o))
+            .collect();
+        let (member_id, epoch) = self.driver.member();
+        match self.offsets.commit(&member_id, epoch, &request).await {
+            Ok(()) => {
+                self.committed(offsets.len());
+                Ok(())
+            }
+            Err(
+                e @ OffsetsError::CommitRefused {
+                    code:
+                        UNKNOWN_MEMBER_ID | ILLEGAL_GENERATION | FENCED_MEMBER_EPOCH
+                        | STALE_MEMBER_EPOCH,
+                    ..
+                },
+            ) => {
+                self.commit_refused(&e);
+                Ok(())
+            }
+            Err(source) => Err(RuntimeError::Offsets {
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    pub(super) fn commit_transaction(
+        &mut self,
+        offsets: &[(i32, i64)],
+    ) -> Result<(), RuntimeError> {
+        let request: Vec<(String, i32, i64)> = offsets
+            .iter()
+            .map(|(p, o)| (self.config.input_topic.clone(), *p, *o))
+            .collect();
+        let (member_id, epoch) = self.driver.member();
+        let Some(txn) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        match txn.commit(self.producer.producer(), &request, &member_id, epoch) {
+            Ok(()) => {
+                self.committed(offsets.len());
+                Ok(())
+            }
+            Err(RuntimeError::Transaction {
+                abortable: true,
+                message,
+                ..
+            }) => {
+                tracing::warn!(%message, "transaction failed: aborting it, closing the tasks dirty and rejoining");
+                self.cycle_started = None;
+                self.manager
+                    .handle_commit_result(Instant::now(), Err(CommitFailure::Aborted));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A cycle ended; its latency is recorded when it committed offsets.
+    fn committed(&mut self, offsets: usize) {
+        if let Some(started) = self.cycle_started.take().filter(|_| offsets > 0) {
+            let elapsed = started.elapsed();
+            metrics::commit_latency(elapsed.as_secs_f64());
+            debug!(
+                offsets,
+                elapsed_ms = elapsed.as_millis() as u64,
+                "committed"
+            );
+        }
         let mut cache = crate::store::CacheMetrics::default();
         for t in self.tasks.values_mut() {
             let m = t.cache_metrics();
@@ -130,86 +234,6 @@ impl Runtime {
             cache.evictions += m.evictions;
         }
         metrics::cache(cache);
-        debug!(
-            reason,
-            produced,
-            offsets = offsets.len(),
-            elapsed_ms = elapsed.as_millis() as u64,
-            "committed"
-        );
-        Ok(())
-    }
-
-    pub(super) async fn shutdown(mut self, consumer: &StreamConsumer) -> Result<(), RuntimeError> {
-        let started = Instant::now();
-        info!(
-            tasks = self.tasks.len(),
-            "shutting down: committing and closing every task"
-        );
-        self.commit_or_lose(consumer, "shutdown").await?;
-        let all: Vec<i32> = self.tasks.keys().copied().collect();
-        self.close(consumer, &all, true);
-        let left = self.driver.leave(self.config.leave_timeout).await;
-        info!(
-            ?left,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "left the streams group; shutdown complete"
-        );
-        Ok(())
-    }
-}
-
-/// The output topic: flushed records go there, partitioned as Kafka Streams partitions
-/// windowed keys, after they went to their task's changelog.
-pub(super) struct Output {
-    pub(super) producer: TrackedProducer,
-    pub(super) topic: String,
-    pub(super) partitions: i32,
-}
-
-impl Output {
-    /// Sends `records` to `task`'s changelog and to the output topic (acknowledged later, by
-    /// the task's and the output's flush).
-    pub(super) async fn forward(
-        &mut self,
-        task: &mut Task,
-        records: &[OutputRecord],
-    ) -> Result<(), RuntimeError> {
-        task.send_changelog(records)
-            .await
-            .map_err(|source| RuntimeError::Changelog {
-                task: task.name.clone(),
-                source: Box::new(source),
-            })?;
-        for r in records {
-            let partition = windowed_partition(r.inner_key(), self.partitions);
-            self.producer
-                .send(
-                    &self.topic,
-                    partition,
-                    &r.key,
-                    r.value.as_deref(),
-                    r.output_timestamp,
-                )
-                .await
-                .map_err(|source| self.error(source))?;
-        }
-        Ok(())
-    }
-
-    /// Waits until every output record sent so far is acknowledged.
-    pub(super) async fn flush(&mut self) -> Result<(), RuntimeError> {
-        self.producer
-            .flush()
-            .await
-            .map(|_| ())
-            .map_err(|source| self.error(source))
-    }
-
-    fn error(&self, source: crate::changelog::ChangelogError) -> RuntimeError {
-        RuntimeError::Output {
-            topic: self.topic.clone(),
-            source: Box::new(source),
-        }
+        self.manager.handle_commit_result(Instant::now(), Ok(()));
     }
 }

@@ -8,11 +8,14 @@
 use std::ffi::{CStr, CString};
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use rdkafka_sys as rdsys;
 
 use super::error::RuntimeError;
+use super::producer::DeliveryContext;
+
+type TxnProducer = ThreadedProducer<DeliveryContext>;
 
 fn txn_error(e: rdkafka::error::KafkaError) -> RuntimeError {
     let (fatal, abortable) = match &e {
@@ -26,8 +29,25 @@ fn txn_error(e: rdkafka::error::KafkaError) -> RuntimeError {
     }
 }
 
+/// Fences the producers of `transactional_id` (a member that vanished from the group): an
+/// InitProducerId with that id bumps its epoch and aborts its open transaction at once, so
+/// read_committed readers of the output and the changelog do not wait for the transaction
+/// timeout. `config` is the worker's transactional producer configuration.
+pub fn fence(
+    config: &rdkafka::ClientConfig,
+    transactional_id: &str,
+    timeout: Duration,
+) -> Result<(), RuntimeError> {
+    let producer: rdkafka::producer::BaseProducer = config
+        .clone()
+        .set("transactional.id", transactional_id)
+        .create()
+        .map_err(txn_error)?;
+    tokio::task::block_in_place(|| producer.init_transactions(timeout)).map_err(txn_error)
+}
+
+/// The transaction state of the worker's producer (passed to each call).
 pub struct Transactions {
-    producer: FutureProducer,
     group: String,
     timeout: Duration,
     open: bool,
@@ -37,13 +57,12 @@ impl Transactions {
     /// Initializes transactions for `producer` (its `transactional.id` must be set): fences
     /// an earlier producer with the same id and aborts what it left open.
     pub fn init(
-        producer: FutureProducer,
+        producer: &TxnProducer,
         group: &str,
         timeout: Duration,
     ) -> Result<Self, RuntimeError> {
         tokio::task::block_in_place(|| producer.init_transactions(timeout)).map_err(txn_error)?;
         Ok(Self {
-            producer,
             group: group.to_string(),
             timeout,
             open: false,
@@ -51,9 +70,9 @@ impl Transactions {
     }
 
     /// Begins a transaction unless one is open.
-    pub fn begin(&mut self) -> Result<(), RuntimeError> {
+    pub fn begin(&mut self, producer: &TxnProducer) -> Result<(), RuntimeError> {
         if !self.open {
-            self.producer.begin_transaction().map_err(txn_error)?;
+            producer.begin_transaction().map_err(txn_error)?;
             self.open = true;
         }
         Ok(())
@@ -64,6 +83,7 @@ impl Transactions {
     /// [`begin`](Self::begin) becomes visible to read_committed consumers at once.
     pub fn commit(
         &mut self,
+        producer: &TxnProducer,
         offsets: &[(String, i32, i64)],
         member_id: &str,
         member_epoch: i32,
@@ -77,9 +97,11 @@ impl Transactions {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
                     .map_err(txn_error)?;
             }
-            tokio::task::block_in_place(|| self.send_offsets(&tpl, member_id, member_epoch))?;
+            tokio::task::block_in_place(|| {
+                self.send_offsets(producer, &tpl, member_id, member_epoch)
+            })?;
         }
-        tokio::task::block_in_place(|| self.producer.commit_transaction(self.timeout))
+        tokio::task::block_in_place(|| producer.commit_transaction(self.timeout))
             .map_err(txn_error)?;
         self.open = false;
         Ok(())
@@ -87,10 +109,10 @@ impl Transactions {
 
     /// Aborts the open transaction, if any (its records are never seen by read_committed
     /// consumers).
-    pub fn abort(&mut self) -> Result<(), RuntimeError> {
+    pub fn abort(&mut self, producer: &TxnProducer) -> Result<(), RuntimeError> {
         if self.open {
             self.open = false;
-            tokio::task::block_in_place(|| self.producer.abort_transaction(self.timeout))
+            tokio::task::block_in_place(|| producer.abort_transaction(self.timeout))
                 .map_err(txn_error)?;
         }
         Ok(())
@@ -98,6 +120,7 @@ impl Transactions {
 
     fn send_offsets(
         &self,
+        producer: &TxnProducer,
         tpl: &TopicPartitionList,
         member_id: &str,
         member_epoch: i32,
@@ -121,7 +144,7 @@ impl Transactions {
                 std::ptr::null(),
             );
             let err = rdsys::rd_kafka_send_offsets_to_transaction(
-                self.producer.client().native_ptr(),
+                producer.client().native_ptr(),
                 tpl.ptr(),
                 cgm,
                 timeout_ms,

@@ -1,80 +1,210 @@
-//! Task lifecycles driven by membership events: assigned tasks are created (or taken back
-//! from the dormant ones kept after a clean close), loaded from the snapshot of an earlier
-//! clean close when their task directory has one, restored from their changelog on a
-//! blocking thread while heartbeats go on, then their input partitions are assigned at the
-//! committed offsets; revoked tasks are closed cleanly (state saved to the task directory),
-//! lost ones dirty.
+//! The driver's side of task lifecycles: the [`TaskManager`](super::manager::TaskManager)'s
+//! actions carried out. A created task takes its store from the dormant ones or loads the
+//! snapshot of an earlier clean close from its task directory; a restore assigns its
+//! changelog partition to the restore consumer; a restored task gets its input partition at
+//! the committed offset; a clean close writes the snapshot and checkpoint and keeps the store
+//! dormant, a dirty one deletes the checkpoint and drops it.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::error::RuntimeError;
+use super::manager::{Action, CommitFailure, TaskState};
 use super::metrics;
 use super::offsets::OffsetCommitter;
-use super::run::Runtime;
+use super::restore::RestoreReader;
+use super::run::{RestoreStats, Runtime};
 use super::status::TaskPhase;
 use super::task::Task;
 use super::task_dir::TaskDir;
-use crate::changelog::{ChangelogError, CorruptRecordPolicy, RestoreOptions, Restorer};
-use crate::membership::{MembershipEvent, TaskId};
+use crate::membership::TaskId;
 
-fn cancel_requested(restorer: &Restorer) -> bool {
-    restorer.cancel_handle().load(Ordering::Acquire)
+pub(super) fn task_id(partition: i32) -> TaskId {
+    TaskId {
+        subtopology: "0".into(),
+        partition,
+    }
 }
 
 impl Runtime {
-    pub(super) async fn on_assigned(
+    /// Carries out one action of the task manager.
+    pub(super) async fn execute(
         &mut self,
+        action: Action,
         consumer: &StreamConsumer,
-        events: &mut mpsc::Receiver<MembershipEvent>,
-        active: BTreeSet<TaskId>,
+        restore: &mut RestoreReader,
     ) -> Result<(), RuntimeError> {
-        let wanted: BTreeSet<i32> = active
-            .iter()
-            .filter(|t| t.subtopology == "0")
-            .map(|t| t.partition)
-            .collect();
-        let gone: Vec<i32> = self
-            .tasks
-            .keys()
-            .filter(|p| !wanted.contains(p))
-            .copied()
-            .collect();
-        if !gone.is_empty() {
-            self.commit_or_lose(consumer, "reassignment").await?;
-            self.close(consumer, &gone, true);
+        match action {
+            Action::Create { task, standby } => self.create(task, standby)?,
+            Action::StartRestore { task, after } => self.start_restore(restore, task, after)?,
+            Action::StopRestore { task } => {
+                if let Err(e) = restore.stop(task) {
+                    warn!(
+                        task,
+                        error = &e as &dyn std::error::Error,
+                        "stopping a restore"
+                    );
+                }
+            }
+            Action::FetchCommitted { tasks } => self.fetch_committed(&tasks).await?,
+            Action::StartProcessing { task, offset } => {
+                self.start_processing(consumer, task, offset)?
+            }
+            Action::StopProcessing { tasks } => self.stop_processing(consumer, &tasks),
+            Action::Flush { id, tasks } => self.flush(id, &tasks).await?,
+            Action::CommitOffsets { offsets } => self.commit_offsets(&offsets).await?,
+            Action::CommitTransaction { offsets } => self.commit_transaction(&offsets)?,
+            Action::AbortTransaction => self.abort_transaction(),
+            Action::CloseClean { task } => self.close(task, true),
+            Action::CloseDirty { task } => self.close(task, false),
+            Action::DropDormant { task } => {
+                if self.dormant.remove(&task).is_some() {
+                    info!(task = %task_id(task), "dropping the store of a task given away (state.cleanup.delay.ms)");
+                }
+            }
+            Action::AcknowledgeRevocation { tasks } => {
+                let ids: BTreeSet<TaskId> = tasks.into_iter().map(task_id).collect();
+                self.driver.tasks_revoked(ids);
+            }
+            Action::Rejoin => self.driver.rejoin(),
+            Action::Leave => {
+                let left = self.driver.leave(self.config.leave_timeout).await;
+                info!(?left, "leaving the streams group");
+                self.left = true;
+            }
         }
-        let new: Vec<i32> = wanted
-            .into_iter()
-            .filter(|p| !self.tasks.contains_key(p))
-            .collect();
-        if new.is_empty() {
-            metrics::assigned_tasks(self.tasks.len());
+        metrics::assigned_tasks(self.manager.running_count());
+        Ok(())
+    }
+
+    pub(super) fn task_dir(&self, partition: i32) -> TaskDir {
+        TaskDir::new(
+            &self.config.state_dir,
+            &self.config.application_id,
+            &task_id(partition),
+            &self.config.store_name,
+        )
+    }
+
+    fn create(&mut self, partition: i32, standby: bool) -> Result<(), RuntimeError> {
+        // A dormant task's store is current up to its changelog offset; a new one may find
+        // the state of an earlier clean close on disk.
+        let task = match self.dormant.remove(&partition) {
+            Some(task) => task,
+            None => {
+                let id = task_id(partition);
+                let processor = self
+                    .factory
+                    .create(&self.config.store_name, self.budget.clone())
+                    .map_err(|source| RuntimeError::Process {
+                        task: id.to_string(),
+                        source: Box::new(source),
+                    })?;
+                let mut task = Task::new(
+                    id,
+                    self.input_topic.clone(),
+                    processor,
+                    self.changelog_topic.clone(),
+                    None,
+                );
+                let dir = self.task_dir(partition);
+                tokio::task::block_in_place(|| dir.load(&mut task, self.config.exactly_once));
+                task
+            }
+        };
+        if self.config.exactly_once {
+            // Written again only on a clean close: a crash from here on must restore the
+            // whole changelog (Kafka Streams under exactly-once does the same).
+            self.task_dir(partition).discard_checkpoint(&task.name);
+        }
+        let position = task.changelog_offset();
+        info!(task = %task.name, standby, changelog_offset = ?position, "task created");
+        self.tasks.insert(partition, task);
+        self.manager.handle_created(partition, position);
+        Ok(())
+    }
+
+    fn start_restore(
+        &mut self,
+        restore: &mut RestoreReader,
+        partition: i32,
+        after: Option<i64>,
+    ) -> Result<(), RuntimeError> {
+        let Some(task) = self.tasks.get_mut(&partition) else {
             return Ok(());
+        };
+        let changelog_error = |task: &Task, source| RuntimeError::Changelog {
+            task: task.name.clone(),
+            source: Box::new(source),
+        };
+        let range = restore
+            .start(partition, after)
+            .map_err(|e| changelog_error(task, e))?;
+        if range.full && after.is_some() {
+            warn!(task = %task.name, position = ?after, start = range.start, end = range.end,
+                "the store's position is outside the changelog; clearing it for a full restore");
         }
-        let mut created = Vec::with_capacity(new.len());
-        for p in &new {
-            // A dormant task's store is current up to its changelog offset; a new one may
-            // find the state of an earlier clean close on disk.
-            let (task, from_disk) = match self.dormant.remove(p) {
-                Some(task) => (task, false),
-                None => (self.create_task(*p)?, true),
-            };
-            created.push((task, self.task_dir(*p), from_disk));
+        if range.full {
+            task.clear(range.position)
+                .map_err(|e| changelog_error(task, e))?;
         }
-        let created = self.restore(events, created).await?;
-        if created.is_empty() {
-            metrics::assigned_tasks(self.tasks.len());
-            return Ok(());
+        if matches!(
+            self.manager.state(partition),
+            Some(TaskState::Restoring { .. })
+        ) {
+            self.config.status.set_task(&task.id, TaskPhase::Restoring);
         }
-        let partitions: Vec<(String, i32)> = created
+        info!(task = %task.name, after = ?range.position, end = range.end, "task restoring");
+        self.restores.insert(
+            partition,
+            RestoreStats {
+                started: Instant::now(),
+                from: range.start,
+                end: range.end,
+                full: range.full,
+                applied: 0,
+            },
+        );
+        self.manager
+            .handle_restore_started(partition, range.position, range.end);
+        Ok(())
+    }
+
+    async fn fetch_committed(&mut self, tasks: &[i32]) -> Result<(), RuntimeError> {
+        for p in tasks {
+            if let (Some(stats), Some(task)) = (self.restores.remove(p), self.tasks.get(p)) {
+                let total = u64::try_from(stats.end - stats.from).unwrap_or(0);
+                let secs = stats.started.elapsed().as_secs_f64().max(f64::EPSILON);
+                let progress = crate::changelog::RestoreProgress {
+                    topic: self.changelog_topic.clone(),
+                    partition: *p,
+                    start: stats.from,
+                    end: stats.end,
+                    restored: total,
+                    total,
+                    records_per_sec: stats.applied as f64 / secs,
+                    done: true,
+                };
+                metrics::restore_progress(&task.name, &progress);
+                self.config.status.restore_progress(&task.id, &progress);
+                info!(
+                    task = %task.name,
+                    restored = stats.applied,
+                    from = stats.from,
+                    to = stats.end,
+                    full = stats.full,
+                    elapsed_ms = stats.started.elapsed().as_millis() as u64,
+                    "task restored"
+                );
+            }
+        }
+        let partitions: Vec<(String, i32)> = tasks
             .iter()
-            .map(|t| (self.config.input_topic.clone(), t.partition()))
+            .map(|p| (self.config.input_topic.clone(), *p))
             .collect();
         let committed =
             self.offsets
@@ -83,185 +213,38 @@ impl Runtime {
                 .map_err(|source| RuntimeError::Offsets {
                     source: Box::new(source),
                 })?;
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, p), c) in partitions.iter().zip(&committed) {
-            let offset = c.map_or(Offset::Beginning, Offset::Offset);
-            tpl.add_partition_offset(topic, *p, offset)
-                .map_err(|source| RuntimeError::Consume {
-                    topic: topic.clone(),
-                    source,
-                })?;
-        }
-        consumer
-            .incremental_assign(&tpl)
-            .map_err(|source| RuntimeError::Consume {
-                topic: self.config.input_topic.clone(),
-                source,
-            })?;
-        for (mut task, c) in created.into_iter().zip(committed) {
-            if let Some(c) = c {
-                task.committed(c);
-            }
-            info!(task = %task.name, committed = ?c, "task running");
-            self.config.status.set_task(&task.id, TaskPhase::Running);
-            self.tasks.insert(task.partition(), task);
-        }
-        metrics::assigned_tasks(self.tasks.len());
+        let fetched: Vec<(i32, Option<i64>)> = tasks.iter().copied().zip(committed).collect();
+        self.manager.handle_committed(&fetched);
         Ok(())
     }
 
-    fn create_task(&self, partition: i32) -> Result<Task, RuntimeError> {
-        let id = TaskId {
-            subtopology: "0".into(),
-            partition,
-        };
-        let processor = self
-            .factory
-            .create(&self.config.store_name, self.budget.clone())
-            .map_err(|source| RuntimeError::Process {
-                task: id.to_string(),
-                source: Box::new(source),
-            })?;
-        Ok(Task::new(
-            id,
-            self.input_topic.clone(),
-            processor,
-            self.producer.clone(),
-            self.changelog_topic.clone(),
-            None,
-        ))
-    }
-
-    pub(super) fn task_dir(&self, partition: i32) -> TaskDir {
-        let id = TaskId {
-            subtopology: "0".into(),
-            partition,
-        };
-        TaskDir::new(
-            &self.config.state_dir,
-            &self.config.application_id,
-            &id,
-            &self.config.store_name,
-        )
-    }
-
-    /// Loads new tasks' snapshots and restores them on a blocking thread; heartbeats go on
-    /// meanwhile. Membership events that arrive during the restore are kept for the loop; a
-    /// revocation of a restoring task, or the loss of all tasks, cancels the restore: the
-    /// tasks it did not finish stay dormant with the changelog prefix they restored, and a
-    /// later assignment continues from there. Returns the restored tasks.
-    async fn restore(
+    fn start_processing(
         &mut self,
-        events: &mut mpsc::Receiver<MembershipEvent>,
-        tasks: Vec<(Task, TaskDir, bool)>,
-    ) -> Result<Vec<Task>, RuntimeError> {
-        let options = RestoreOptions {
-            corrupt_records: if self.config.restore_skip_corrupt {
-                CorruptRecordPolicy::Skip
-            } else {
-                CorruptRecordPolicy::Fail
-            },
-            read_committed: self.config.exactly_once,
-            consumer_config: self.config.kafka.clone(),
-            retention: Some(self.config.store_retention),
-            ..RestoreOptions::default()
-        };
-        let restorer = Restorer::new(&self.config.bootstrap, options).map_err(|source| {
-            RuntimeError::Changelog {
-                task: "restore".into(),
-                source: Box::new(source),
-            }
-        })?;
-        let cancel = restorer.cancel_handle();
-        let restoring: BTreeSet<i32> = tasks.iter().map(|(t, _, _)| t.partition()).collect();
-        let exactly_once = self.config.exactly_once;
-        let status = self.config.status.clone();
-        let mut job = tokio::task::spawn_blocking(move || {
-            let mut restored = Vec::with_capacity(tasks.len());
-            let mut unfinished = Vec::new();
-            for (mut task, dir, from_disk) in tasks {
-                if cancel_requested(&restorer) {
-                    unfinished.push(task);
-                    continue;
-                }
-                if from_disk {
-                    dir.load(&mut task, exactly_once);
-                }
-                if exactly_once {
-                    // Written again only on a clean close: a crash from here on must restore
-                    // the whole changelog (Kafka Streams under exactly-once does the same).
-                    dir.discard_checkpoint(&task.name);
-                }
-                let (name, id) = (task.name.clone(), task.id.clone());
-                status.set_task(&id, TaskPhase::Restoring);
-                match task.restore(&restorer, &mut |p| {
-                    metrics::restore_progress(&name, p);
-                    status.restore_progress(&id, p);
-                }) {
-                    Ok(_) => restored.push(task),
-                    Err(ChangelogError::Cancelled { .. }) => unfinished.push(task),
-                    Err(source) => {
-                        return Err(RuntimeError::Changelog {
-                            task: name,
-                            source: Box::new(source),
-                        })
-                    }
-                }
-            }
-            Ok((restored, unfinished))
-        });
-        let joined = loop {
-            tokio::select! {
-                joined = &mut job => break joined,
-                event = events.recv() => {
-                    let Some(event) = event else {
-                        cancel.store(true, Ordering::Release);
-                        continue;
-                    };
-                    let stop = match &event {
-                        MembershipEvent::Revoke { tasks } => {
-                            tasks.iter().any(|t| restoring.contains(&t.partition))
-                        }
-                        MembershipEvent::Lost | MembershipEvent::Fatal(_) => true,
-                        _ => false,
-                    };
-                    if stop && !cancel.swap(true, Ordering::AcqRel) {
-                        info!(?event, "membership changed mid-restore: cancelling the restore");
-                    }
-                    self.pending.push_back(event);
-                }
-            }
-        };
-        let (restored, unfinished) = joined.map_err(|e| RuntimeError::RestoreJoin {
-            reason: e.to_string(),
-        })??;
-        for task in unfinished {
-            info!(task = %task.name, changelog_offset = ?task.changelog_offset(), "restore cancelled; task kept dormant");
-            self.config.status.remove_task(&task.id);
-            self.dormant.insert(task.partition(), task);
-        }
-        Ok(restored)
+        consumer: &StreamConsumer,
+        partition: i32,
+        offset: Option<i64>,
+    ) -> Result<(), RuntimeError> {
+        let topic = self.config.input_topic.clone();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &topic,
+            partition,
+            offset.map_or(Offset::Beginning, Offset::Offset),
+        )
+        .and_then(|()| consumer.incremental_assign(&tpl))
+        .map_err(|source| RuntimeError::Consume { topic, source })?;
+        self.processing.insert(partition);
+        self.config
+            .status
+            .set_task(&task_id(partition), TaskPhase::Running);
+        info!(task = %task_id(partition), committed = ?offset, "task running");
+        Ok(())
     }
 
-    /// Closes `partitions`' tasks: cleanly (snapshot and checkpoint written, kept dormant
-    /// with their store) after a commit, or dirty (checkpoint deleted, dropped).
-    pub(super) fn close(&mut self, consumer: &StreamConsumer, partitions: &[i32], clean: bool) {
+    fn stop_processing(&mut self, consumer: &StreamConsumer, tasks: &[i32]) {
         let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            if let Some(mut task) = self.tasks.remove(p) {
-                self.config.status.remove_task(&task.id);
-                tpl.add_partition(&self.config.input_topic, *p);
-                let dir = self.task_dir(*p);
-                if clean {
-                    tokio::task::block_in_place(|| dir.save(&mut task));
-                    info!(task = %task.name, changelog_offset = ?task.changelog_offset(), "task closed");
-                    self.dormant.insert(*p, task);
-                } else {
-                    dir.discard_checkpoint(&task.name);
-                    task.abandon();
-                    info!(task = %task.name, "task closed dirty");
-                }
-            }
+        for p in tasks {
+            tpl.add_partition(&self.config.input_topic, *p);
         }
         if tpl.count() > 0 {
             if let Err(e) = consumer.incremental_unassign(&tpl) {
@@ -271,20 +254,60 @@ impl Runtime {
                 );
             }
         }
-        metrics::assigned_tasks(self.tasks.len());
     }
 
-    pub(super) fn lose_all(&mut self, consumer: &StreamConsumer) {
-        let all: Vec<i32> = self.tasks.keys().copied().collect();
-        self.close(consumer, &all, false);
-        self.output.producer.abandon();
+    /// Closes a task: cleanly (snapshot and checkpoint written, store kept dormant) after a
+    /// commit, or dirty (checkpoint deleted, store dropped).
+    fn close(&mut self, partition: i32, clean: bool) {
+        let unfinished = self.restores.remove(&partition);
+        let Some(mut task) = self.tasks.remove(&partition) else {
+            return;
+        };
+        self.config.status.remove_task(&task.id);
+        if let Some(stats) = unfinished {
+            info!(task = %task.name, restored = stats.applied, changelog_offset = ?task.changelog_offset(), "restore cancelled; task kept dormant");
+        }
+        // A task that processed in this assignment wrote its changelog up to the last
+        // acknowledged offset (a commit waited for every acknowledgement before the close).
+        if self.processing.remove(&partition) {
+            if let Some(acked) = self.producer.last_changelog_offset(partition) {
+                task.resume_after(acked);
+            }
+        }
+        let dir = self.task_dir(partition);
+        if clean {
+            tokio::task::block_in_place(|| dir.save(&mut task));
+            info!(task = %task.name, changelog_offset = ?task.changelog_offset(), "task closed");
+            self.dormant.insert(partition, task);
+        } else {
+            dir.discard_checkpoint(&task.name);
+            info!(task = %task.name, "task closed dirty");
+        }
+    }
+
+    fn abort_transaction(&mut self) {
         if let Some(txn) = self.txn.as_mut() {
-            if let Err(e) = txn.abort() {
+            if let Err(e) = txn.abort(self.producer.producer()) {
                 warn!(
                     error = &e as &dyn std::error::Error,
                     "aborting the transaction of lost tasks"
                 );
             }
         }
+        self.producer.clear_failure();
+        self.awaiting.clear();
+        self.cycle_started = None;
+    }
+
+    /// Reports a commit refused because the tasks moved.
+    pub(super) fn commit_refused(&mut self, reason: &(dyn std::error::Error + 'static)) {
+        warn!(
+            error = reason,
+            "the group refused the commit: tasks migrated, closing them dirty and rejoining"
+        );
+        self.awaiting.clear();
+        self.cycle_started = None;
+        self.manager
+            .handle_commit_result(Instant::now(), Err(CommitFailure::Refused));
     }
 }

@@ -59,10 +59,18 @@ pub fn produced(kind: &'static str, n: u64) {
     counter!("kstate_records_produced_total", "topic" => kind).increment(n);
 }
 
-/// The gauges derived from the status board: standby tasks, active tasks not yet running,
-/// records their restores still have to replay, and the input lag of the running ones.
-pub fn task_board(standby: usize, restoring: usize, pending_restore: u64, lag: i64) {
+/// The gauges derived from the status board: standby tasks and the changelog records they
+/// are behind their active tasks, active tasks not yet running, records their restores
+/// still have to replay, and the input lag of the running ones.
+pub fn task_board(
+    standby: usize,
+    standby_lag: i64,
+    restoring: usize,
+    pending_restore: u64,
+    lag: i64,
+) {
     gauge!("kstate_standby_tasks").set(standby as f64);
+    gauge!("kstate_standby_lag_records").set(standby_lag as f64);
     gauge!("kstate_restoring_tasks").set(restoring as f64);
     gauge!("kstate_restore_pending_records").set(pending_restore as f64);
     gauge!("kstate_input_lag_records").set(lag as f64);
@@ -133,6 +141,10 @@ pub fn describe() {
     describe_gauge!("kstate_assigned_tasks", "Active tasks running.");
     describe_gauge!("kstate_standby_tasks", "Standby tasks assigned.");
     describe_gauge!(
+        "kstate_standby_lag_records",
+        "Changelog records the standby tasks are behind their active tasks."
+    );
+    describe_gauge!(
         "kstate_restoring_tasks",
         "Active tasks assigned but not yet running."
     );
@@ -159,5 +171,5 @@ pub fn describe() {
     let _ = histogram!("kstate_commit_latency_seconds");
     cache(CacheMetrics::default());
     assigned_tasks(0);
-    task_board(0, 0, 0, 0);
+    task_board(0, 0, 0, 0, 0);
 }

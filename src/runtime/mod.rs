@@ -7,17 +7,23 @@
 mod commit;
 mod eos;
 mod error;
+mod events;
 mod lifecycle;
+pub mod manager;
 pub mod metrics;
 pub mod offsets;
 pub mod partitioner;
 pub mod processor;
+mod producer;
+mod restore;
 mod run;
+mod state_lock;
 pub mod status;
 mod task;
 mod task_dir;
 
 pub use error::RuntimeError;
+pub use manager::{TaskManager, TaskState, TaskStatus};
 pub use offsets::{CoordinatorOffsets, OffsetCommitter, OffsetsError};
 pub use partitioner::{murmur2, windowed_partition};
 pub use processor::{
@@ -25,5 +31,6 @@ pub use processor::{
     SessionAggregationFactory, TaskProcessor,
 };
 pub use run::{run, InputErrorPolicy, RuntimeConfig};
+pub use state_lock::StateDirLock;
 pub use status::StatusBoard;
-pub use task::{Task, TaskState};
+pub use task::Task;

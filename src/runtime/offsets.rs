@@ -1,9 +1,12 @@
 //! Input offsets of a streams group: committed with the member id and member epoch (a
 //! streams group rejects librdkafka's member-less commit) and fetched when a task starts.
 //! Owns finding the group coordinator and talking to it through the protocol layer's
-//! connection; knows nothing of tasks or stores.
+//! connection, and the retry policy: a moved or loading coordinator, a dropped connection and
+//! `UNSTABLE_OFFSET_COMMIT` (a peer's transaction still open) are retried with a doubling
+//! backoff until a deadline (`task.timeout.ms`), then fail. Knows nothing of tasks or stores.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use crate::protocol::{BrokerConnection, CommitOffset, ConnectionConfig, ProtocolError};
 
@@ -11,6 +14,75 @@ use crate::protocol::{BrokerConnection, CommitOffset, ConnectionConfig, Protocol
 const NOT_COORDINATOR: i16 = 16;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+/// A transaction holding offsets of the partition is still open (fetch under exactly-once).
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+/// First retry delay (Java's `retry.backoff.ms`) and its doubling bound.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Whether an offset commit or fetch failing with `code` is worth another attempt.
+pub fn retriable(code: i16) -> bool {
+    matches!(
+        code,
+        NOT_COORDINATOR
+            | COORDINATOR_NOT_AVAILABLE
+            | COORDINATOR_LOAD_IN_PROGRESS
+            | UNSTABLE_OFFSET_COMMIT
+    )
+}
+
+/// A failed request worth another attempt: the connection failed or timed out, or the broker
+/// answered with a retriable code. Any other broker error is final.
+fn transient(e: &OffsetsError) -> bool {
+    match e {
+        OffsetsError::Protocol { source, .. } => source.broker_code().is_none_or(retriable),
+        _ => false,
+    }
+}
+
+/// An error and its sources, `: `-separated (for [`OffsetsError::TimedOut`]'s last failure,
+/// which is a message rather than a source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Attempts bounded by a deadline: the delay before attempt `n + 1` is 100 ms doubled `n - 1`
+/// times, at most 1 s, and never past the deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    deadline: Instant,
+    attempts: u32,
+}
+
+impl Retry {
+    pub fn new(now: Instant, timeout: Duration) -> Self {
+        Self {
+            deadline: now + timeout,
+            attempts: 0,
+        }
+    }
+
+    /// Counts a failed attempt; the delay to wait before the next one, or `None` once the
+    /// deadline has passed.
+    pub fn failed(&mut self, now: Instant) -> Option<Duration> {
+        let delay = BACKOFF_INITIAL
+            .saturating_mul(1 << self.attempts.min(16))
+            .min(BACKOFF_MAX);
+        self.attempts += 1;
+        (now < self.deadline).then(|| delay.min(self.deadline - now))
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetsError {
@@ -27,6 +99,16 @@ pub enum OffsetsError {
         partition: i32,
         code: i16,
     },
+    #[error("{what} for group {group} still failed after {attempts} attempts within {timeout:?} (task.timeout.ms): {last}")]
+    TimedOut {
+        group: String,
+        what: &'static str,
+        attempts: u32,
+        timeout: Duration,
+        last: String,
+    },
+    #[error("describing group {group} failed with error code {code}")]
+    DescribeRefused { group: String, code: i16 },
     #[error("fetching the committed offset of {topic}/{partition} for group {group} failed with error code {code}")]
     FetchRefused {
         group: String,
@@ -61,10 +143,17 @@ pub struct CoordinatorOffsets {
     bootstrap: Vec<String>,
     config: ConnectionConfig,
     coordinator: Option<BrokerConnection>,
+    timeout: Duration,
 }
 
 impl CoordinatorOffsets {
-    pub fn new(group: impl Into<String>, bootstrap: &str, config: ConnectionConfig) -> Self {
+    /// Retriable failures are retried for up to `timeout`.
+    pub fn new(
+        group: impl Into<String>,
+        bootstrap: &str,
+        config: ConnectionConfig,
+        timeout: Duration,
+    ) -> Self {
         Self {
             group: group.into(),
             bootstrap: bootstrap
@@ -74,6 +163,7 @@ impl CoordinatorOffsets {
                 .collect(),
             config,
             coordinator: None,
+            timeout,
         }
     }
 
@@ -116,16 +206,71 @@ impl CoordinatorOffsets {
         })
     }
 
-    fn retriable(code: i16) -> bool {
-        matches!(
-            code,
-            NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | COORDINATOR_LOAD_IN_PROGRESS
-        )
+    /// The process ids of the streams group's members (StreamsGroupDescribe); empty when
+    /// the group does not exist.
+    pub async fn process_ids(&mut self) -> Result<BTreeSet<String>, OffsetsError> {
+        let mut retry = Retry::new(Instant::now(), self.timeout);
+        loop {
+            let group = self.group.clone();
+            let result = match self.connection().await {
+                Ok(conn) => conn
+                    .describe(std::slice::from_ref(&group), false)
+                    .await
+                    .map_err(|e| self.err(e)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(response) => match response.groups.into_iter().find(|g| g.group_id == group) {
+                    Some(g) if g.error_code == 0 => {
+                        return Ok(g.members.into_iter().map(|m| m.process_id).collect())
+                    }
+                    // GROUP_ID_NOT_FOUND: nobody is in the group.
+                    Some(g) if g.error_code == 69 => return Ok(BTreeSet::new()),
+                    Some(g) if retriable(g.error_code) => {
+                        let last = format!("error code {}", g.error_code);
+                        self.backoff(&mut retry, "group describe", last).await?;
+                    }
+                    Some(g) => {
+                        return Err(OffsetsError::DescribeRefused {
+                            group,
+                            code: g.error_code,
+                        })
+                    }
+                    None => return Ok(BTreeSet::new()),
+                },
+                Err(e) if transient(&e) => {
+                    self.backoff(&mut retry, "group describe", chain(&e))
+                        .await?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// After a failed attempt: waits the backoff and forgets the coordinator, or gives up.
+    async fn backoff(
+        &mut self,
+        retry: &mut Retry,
+        what: &'static str,
+        last: String,
+    ) -> Result<(), OffsetsError> {
+        match retry.failed(Instant::now()) {
+            Some(delay) => {
+                tracing::warn!(what, error = %last, attempt = retry.attempts(), retry_in = ?delay, "offset request failed; finding the coordinator again");
+                self.coordinator = None;
+                tokio::time::sleep(delay).await;
+                Ok(())
+            }
+            None => Err(OffsetsError::TimedOut {
+                group: self.group.clone(),
+                what,
+                attempts: retry.attempts(),
+                timeout: self.timeout,
+                last,
+            }),
+        }
     }
 }
-
-const ATTEMPTS: usize = 5;
-const BACKOFF: Duration = Duration::from_millis(200);
 
 impl OffsetCommitter for CoordinatorOffsets {
     async fn commit(
@@ -144,34 +289,29 @@ impl OffsetCommitter for CoordinatorOffsets {
                 metadata: None,
             })
             .collect();
-        let mut attempt = 0;
+        let mut retry = Retry::new(Instant::now(), self.timeout);
         loop {
-            attempt += 1;
             let group = self.group.clone();
-            let result = self
-                .connection()
-                .await?
-                .offset_commit(&group, member_id, member_epoch, &request)
-                .await;
+            let result = match self.connection().await {
+                Ok(conn) => conn
+                    .offset_commit(&group, member_id, member_epoch, &request)
+                    .await
+                    .map_err(|e| self.err(e)),
+                Err(e) => Err(e),
+            };
             let results = match result {
                 Ok(r) => r,
-                Err(e) if attempt < ATTEMPTS => {
-                    tracing::warn!(
-                        error = &e as &dyn std::error::Error,
-                        attempt,
-                        "offset commit failed; finding the coordinator again"
-                    );
-                    self.coordinator = None;
-                    tokio::time::sleep(BACKOFF).await;
+                Err(e) if transient(&e) => {
+                    self.backoff(&mut retry, "offset commit", chain(&e)).await?;
                     continue;
                 }
-                Err(e) => return Err(self.err(e)),
+                Err(e) => return Err(e),
             };
             match results.into_iter().find(|r| r.error_code != 0) {
                 None => return Ok(()),
-                Some(r) if Self::retriable(r.error_code) && attempt < ATTEMPTS => {
-                    self.coordinator = None;
-                    tokio::time::sleep(BACKOFF).await;
+                Some(r) if retriable(r.error_code) => {
+                    let last = format!("{}/{}: error code {}", r.topic, r.partition, r.error_code);
+                    self.backoff(&mut retry, "offset commit", last).await?;
                 }
                 Some(r) => {
                     return Err(OffsetsError::CommitRefused {
@@ -189,27 +329,31 @@ impl OffsetCommitter for CoordinatorOffsets {
         &mut self,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Option<i64>>, OffsetsError> {
-        let mut attempt = 0;
+        let mut retry = Retry::new(Instant::now(), self.timeout);
         let fetched = loop {
-            attempt += 1;
             let group = self.group.clone();
-            match self
-                .connection()
-                .await?
-                .offset_fetch(&group, partitions)
-                .await
-            {
-                Ok(f) => break f,
-                Err(e) if attempt < ATTEMPTS => {
-                    tracing::warn!(
-                        error = &e as &dyn std::error::Error,
-                        attempt,
-                        "offset fetch failed; finding the coordinator again"
-                    );
-                    self.coordinator = None;
-                    tokio::time::sleep(BACKOFF).await;
+            let result = match self.connection().await {
+                Ok(conn) => conn
+                    .offset_fetch(&group, partitions)
+                    .await
+                    .map_err(|e| self.err(e)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(f) => match f.iter().find(|f| retriable(f.error_code)) {
+                    Some(unstable) => {
+                        let last = format!(
+                            "{}/{}: error code {}",
+                            unstable.topic, unstable.partition, unstable.error_code
+                        );
+                        self.backoff(&mut retry, "offset fetch", last).await?;
+                    }
+                    None => break f,
+                },
+                Err(e) if transient(&e) => {
+                    self.backoff(&mut retry, "offset fetch", chain(&e)).await?
                 }
-                Err(e) => return Err(self.err(e)),
+                Err(e) => return Err(e),
             }
         };
         partitions
@@ -230,5 +374,37 @@ impl OffsetCommitter for CoordinatorOffsets {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_up_to_a_second_and_stop_at_the_deadline() {
+        let start = Instant::now();
+        let mut retry = Retry::new(start, Duration::from_millis(2_500));
+        let delays: Vec<Option<Duration>> = [0, 100, 300, 700, 1_500, 2_300, 2_500]
+            .iter()
+            .map(|&ms| retry.failed(start + Duration::from_millis(ms)))
+            .collect();
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(
+            delays,
+            vec![ms(100), ms(200), ms(400), ms(800), ms(1_000), ms(200), None],
+            "doubling, capped at 1 s and at the deadline, then given up"
+        );
+        assert_eq!(retry.attempts(), 7);
+    }
+
+    #[test]
+    fn coordinator_moves_and_open_transactions_are_retried_a_refusal_is_not() {
+        for code in [14, 15, 16, 88] {
+            assert!(retriable(code), "code {code}");
+        }
+        for code in [22, 25, 110, 113, 29] {
+            assert!(!retriable(code), "code {code}");
+        }
     }
 }

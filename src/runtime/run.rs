@@ -1,35 +1,35 @@
-//! The poll loop of a worker: membership events turned into task lifecycles, input records
-//! handed to their task, and the commit cycle every `commit_interval`, on revocation and on
-//! shutdown: flush caches → changelog and output produced → all acknowledged → input
-//! offsets committed with the member id and epoch (or, under exactly-once, all of it in one
-//! transaction). Owns the order of those steps and the Kafka clients; the rules of session
-//! windows live in `session`, the wire in `protocol`, the member state in `membership`.
+//! The driver of a worker: it builds the Kafka clients, then runs one loop that waits on
+//! membership events, input records, changelog records of restoring and standby tasks,
+//! delivery reports and the [`TaskManager`]'s deadline, feeds each to the manager (and the
+//! records to their task), and carries out the manager's actions. It makes no decision of
+//! its own: when a task restores, processes, commits or closes is the manager's. Restores
+//! run batch by batch between input batches, so running tasks keep processing and
+//! committing while others restore.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::FutureProducer;
-use rdkafka::{ClientConfig, Message};
-use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use rdkafka::ClientConfig;
+use tracing::{info, warn};
 
-use super::commit::Output;
 use super::eos::Transactions;
 use super::error::RuntimeError;
-use super::metrics;
+use super::manager::{ManagerConfig, TaskManager};
 use super::offsets::CoordinatorOffsets;
-use super::processor::{ProcessError, ProcessorFactory};
+use super::processor::ProcessorFactory;
+use super::producer::{Marks, RecordProducer};
+use super::restore::RestoreReader;
+use super::state_lock::StateDirLock;
 use super::task::Task;
 use crate::changelog::{
-    changelog_topic_configs, changelog_topic_name, producer_config, TrackedProducer,
+    changelog_topic_configs, changelog_topic_name, producer_config, CorruptRecordPolicy,
+    RestoreOptions,
 };
 use crate::membership::{
     session_count_topology, DriverConfig, DriverHandle, MembershipConfig, MembershipDriver,
-    MembershipEvent,
 };
 use crate::protocol::{BrokerConnection, ConnectionConfig, KafkaProperties};
 use crate::store::CacheBudget;
@@ -64,38 +64,63 @@ pub struct RuntimeConfig {
     /// Where task directories (`<application.id>/<task id>/`: snapshot and `.checkpoint`)
     /// live.
     pub state_dir: std::path::PathBuf,
+    /// How long a store given away is kept in memory for a cheap hand-back.
+    pub state_cleanup_delay: Duration,
+    /// How long retriable coordinator errors are retried before they are fatal.
+    pub task_timeout: Duration,
     /// Where the runtime publishes the member's and the tasks' status (`/readyz`, `/status`).
     pub status: super::status::StatusBoard,
 }
 
-/// Broker error codes of an offset commit that mean "these tasks are no longer yours".
-/// Records handled per wake-up of the loop before other events get a look in.
-const BATCH: usize = 1_000;
+/// Kafka Streams' `transaction.timeout.ms` under exactly-once: a dead worker's open
+/// transaction blocks read_committed readers for at most this long when nobody fences it.
+pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a task's restore started, for its `task restored` line.
+pub(super) struct RestoreStats {
+    pub(super) started: Instant,
+    pub(super) from: i64,
+    pub(super) end: i64,
+    pub(super) full: bool,
+    pub(super) applied: u64,
+}
 
 pub(super) struct Runtime {
     pub(super) config: RuntimeConfig,
     pub(super) factory: Arc<dyn ProcessorFactory>,
-    pub(super) producer: FutureProducer,
-    pub(super) output: Output,
+    pub(super) manager: TaskManager,
+    pub(super) producer: RecordProducer,
+    pub(super) output_partitions: i32,
     pub(super) txn: Option<Transactions>,
+    /// Under exactly-once: the transactional producer's configuration (to fence the ids of
+    /// vanished members) and the process ids of the other members seen so far.
+    pub(super) txn_config: Option<ClientConfig>,
+    pub(super) peers: BTreeSet<String>,
     pub(super) offsets: CoordinatorOffsets,
     pub(super) driver: DriverHandle,
     pub(super) budget: CacheBudget,
     pub(super) input_topic: Arc<str>,
     pub(super) changelog_topic: String,
+    pub(super) corrupt_records: CorruptRecordPolicy,
+    /// Stores of active and standby tasks.
     pub(super) tasks: BTreeMap<i32, Task>,
-    /// Tasks closed cleanly on revocation, kept with their store so that a later assignment
-    /// of the same task restores only the changelog tail.
+    /// Stores of tasks closed cleanly, kept for a cheap hand-back.
     pub(super) dormant: BTreeMap<i32, Task>,
-    /// Membership events that arrived while a restore ran, handled before new ones.
-    pub(super) pending: std::collections::VecDeque<MembershipEvent>,
+    pub(super) restores: BTreeMap<i32, RestoreStats>,
+    /// Tasks whose input partition is assigned (they produce to their changelog).
+    pub(super) processing: BTreeSet<i32>,
+    /// At-least-once flushes waiting for their acknowledgements.
+    pub(super) awaiting: VecDeque<(u64, Marks)>,
+    /// When the commit cycle in flight started (its flush).
+    pub(super) cycle_started: Option<Instant>,
+    pub(super) left: bool,
     /// Records handled since the last throughput line, and when that line was logged.
     pub(super) handled: u64,
     pub(super) last_report: Instant,
+    /// When restore progress and standby lags were last published.
+    pub(super) last_progress: Instant,
+    pub(super) _state_lock: StateDirLock,
 }
-
-/// How often the loop logs its throughput.
-const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 fn client_config(config: &RuntimeConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -106,17 +131,32 @@ fn client_config(config: &RuntimeConfig) -> ClientConfig {
     c
 }
 
-fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, RuntimeError> {
-    use rdkafka::producer::Producer;
-    let metadata = tokio::task::block_in_place(|| {
-        producer
-            .client()
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-    })
-    .map_err(|e| RuntimeError::Metadata {
-        topic: topic.to_string(),
-        reason: e.to_string(),
-    })?;
+/// `kafka.transaction.timeout.ms` if set, else [`DEFAULT_TRANSACTION_TIMEOUT`].
+fn transaction_timeout(config: &RuntimeConfig) -> Duration {
+    config
+        .kafka
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "transaction.timeout.ms")
+        .and_then(|(_, v)| v.parse().ok())
+        .map_or(DEFAULT_TRANSACTION_TIMEOUT, Duration::from_millis)
+}
+
+fn partition_count(config: &RuntimeConfig, topic: &str) -> Result<i32, RuntimeError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer =
+        client_config(config)
+            .create()
+            .map_err(|source| RuntimeError::Client {
+                what: "metadata",
+                source,
+            })?;
+    let metadata =
+        tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), Duration::from_secs(30)))
+            .map_err(|e| RuntimeError::Metadata {
+                topic: topic.to_string(),
+                reason: e.to_string(),
+            })?;
     let t = metadata
         .topics()
         .iter()
@@ -129,14 +169,20 @@ fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, Runtim
     Ok(t.partitions().len() as i32)
 }
 
-/// Runs a worker until `shutdown` resolves: joins the streams group, processes its tasks,
-/// and on shutdown commits, closes every task and leaves the group.
+/// Runs a worker until `shutdown` resolves: joins the streams group, restores and processes
+/// its tasks, and on shutdown commits, closes every task and leaves the group. Needs a
+/// multi-thread tokio runtime.
 pub async fn run(
     config: RuntimeConfig,
     factory: Arc<dyn ProcessorFactory>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
-    let changelog_topic = changelog_topic_name(&config.application_id, &config.store_name);
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        return Err(RuntimeError::CurrentThreadRuntime);
+    }
+    let state_lock = StateDirLock::acquire(&config.state_dir, &config.application_id)?;
     let connection = ConnectionConfig::from_properties(config.kafka.pairs())
         .map_err(|source| RuntimeError::Connection { source })?;
     // Connect once before any client starts: a wrong password, an untrusted certificate or
@@ -151,27 +197,34 @@ pub async fn run(
         ),
         Ok(_) => {}
     }
+    let changelog_topic = changelog_topic_name(&config.application_id, &config.store_name);
     let mut producer_cfg = producer_config(&config.bootstrap, &config.kafka);
     if config.exactly_once {
+        let timeout = transaction_timeout(&config);
         producer_cfg
             .set(
                 "transactional.id",
                 format!("{}-{}", config.application_id, config.process_id),
             )
-            .set("transaction.timeout.ms", "60000")
-            .set("message.timeout.ms", "60000");
+            .set("transaction.timeout.ms", timeout.as_millis().to_string())
+            .set("message.timeout.ms", timeout.as_millis().to_string());
     }
-    let producer: FutureProducer =
-        producer_cfg
-            .create()
-            .map_err(|source| RuntimeError::Client {
-                what: "producer",
-                source,
-            })?;
-    let output_partitions = partition_count(&producer, &config.output_topic)?;
+    let output_partitions = partition_count(&config, &config.output_topic)?;
+    let input_partitions = partition_count(&config, &config.input_topic)?;
+    let producer = RecordProducer::new(
+        &producer_cfg,
+        changelog_topic.clone(),
+        input_partitions,
+        config.output_topic.clone(),
+        output_partitions,
+    )
+    .map_err(|source| RuntimeError::Client {
+        what: "producer",
+        source,
+    })?;
     let txn = if config.exactly_once {
         Some(Transactions::init(
-            producer.clone(),
+            producer.producer(),
             &config.application_id,
             Duration::from_secs(60),
         )?)
@@ -200,6 +253,26 @@ pub async fn run(
             what: "input consumer",
             source,
         })?;
+    let corrupt_records = if config.restore_skip_corrupt {
+        CorruptRecordPolicy::Skip
+    } else {
+        CorruptRecordPolicy::Fail
+    };
+    let mut restore = RestoreReader::new(
+        &config.bootstrap,
+        &RestoreOptions {
+            corrupt_records,
+            read_committed: config.exactly_once,
+            consumer_config: config.kafka.clone(),
+            retention: Some(config.store_retention),
+            ..RestoreOptions::default()
+        },
+        changelog_topic.clone(),
+    )
+    .map_err(|source| RuntimeError::Changelog {
+        task: "restore".into(),
+        source: Box::new(source),
+    })?;
     let topology = session_count_topology(
         &config.input_topic,
         &changelog_topic,
@@ -226,184 +299,160 @@ pub async fn run(
         guarantee = if config.exactly_once { "exactly_once_v2" } else { "at_least_once" },
         "worker started; joining the streams group"
     );
+    let exactly_once = config.exactly_once;
     let mut rt = Runtime {
-        offsets: CoordinatorOffsets::new(&config.application_id, &config.bootstrap, connection),
+        manager: TaskManager::new(
+            ManagerConfig {
+                exactly_once: config.exactly_once,
+                commit_interval: config.commit_interval,
+                cleanup_delay: config.state_cleanup_delay,
+            },
+            Instant::now(),
+        ),
+        offsets: CoordinatorOffsets::new(
+            &config.application_id,
+            &config.bootstrap,
+            connection,
+            config.task_timeout,
+        ),
         input_topic: Arc::from(config.input_topic.as_str()),
         budget: CacheBudget::new(config.cache_max_bytes),
-        output: Output {
-            producer: TrackedProducer::new(producer.clone()),
-            topic: config.output_topic.clone(),
-            partitions: output_partitions,
-        },
         config,
         factory,
         producer,
+        output_partitions,
         txn,
+        txn_config: exactly_once.then_some(producer_cfg),
+        peers: BTreeSet::new(),
         driver,
         changelog_topic,
+        corrupt_records,
         tasks: BTreeMap::new(),
         dormant: BTreeMap::new(),
-        pending: std::collections::VecDeque::new(),
+        restores: BTreeMap::new(),
+        processing: BTreeSet::new(),
+        awaiting: VecDeque::new(),
+        cycle_started: None,
+        left: false,
         handled: 0,
         last_report: Instant::now(),
+        last_progress: Instant::now(),
+        _state_lock: state_lock,
     };
 
     tokio::pin!(shutdown);
-    let mut next_commit = tokio::time::Instant::now() + rt.config.commit_interval;
+    let mut shutting_down = false;
     loop {
-        while let Some(event) = rt.pending.pop_front() {
-            rt.handle_event(&consumer, &mut events, event).await?;
+        while let Some(action) = rt.manager.poll_action() {
+            rt.execute(action, &consumer, &mut restore).await?;
         }
+        if rt.left {
+            break;
+        }
+        rt.check_deliveries()?;
+        if rt.acks_reached() {
+            continue;
+        }
+        let deadline = rt.manager.poll_timeout();
+        let running = rt.manager.running_count() > 0;
+        let awaiting = !rt.awaiting.is_empty();
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if !shutting_down => {
+                shutting_down = true;
+                info!(tasks = rt.tasks.len(), "shutting down: committing and closing every task");
+                rt.manager.shutdown(Instant::now());
+            }
             event = events.recv() => match event {
-                Some(event) => rt.handle_event(&consumer, &mut events, event).await?,
+                Some(event) => rt.on_event(event).await?,
                 None => return Err(RuntimeError::MembershipStopped),
             },
-            _ = tokio::time::sleep_until(next_commit) => {
-                rt.commit_or_lose(&consumer, "interval").await?;
+            _ = sleep_until(deadline) => {
+                rt.manager.handle_timeout(Instant::now());
+                rt.report(&restore);
                 rt.config.status.refresh_lag(&consumer, &rt.config.input_topic);
-                next_commit = tokio::time::Instant::now() + rt.config.commit_interval;
-                rt.report_throughput();
             }
-            first = consumer.recv(), if !rt.tasks.is_empty() => {
-                let first = first.map_err(|source| RuntimeError::Consume {
-                    topic: rt.config.input_topic.clone(),
-                    source,
-                })?;
-                rt.on_record(&first)?;
-                drop(first);
-                for _ in 1..BATCH {
-                    match consumer.recv().now_or_never() {
-                        Some(Ok(msg)) => rt.on_record(&msg)?,
-                        Some(Err(source)) => return Err(RuntimeError::Consume {
-                            topic: rt.config.input_topic.clone(),
-                            source,
-                        }),
-                        None => break,
+            _ = rt.producer.notified(), if awaiting => {}
+            // Restore and input interleave: whichever woke the loop, the other's ready
+            // records get a turn too, so neither starves the other.
+            first = restore.recv(), if restore.is_reading() => {
+                rt.restore_batch(&restore, first)?;
+                if rt.manager.running_count() > 0 {
+                    if let Some(first) = consumer.recv().now_or_never() {
+                        rt.input_batch(&consumer, first).await?;
                     }
                 }
-                rt.forward_evicted().await?;
+            }
+            first = consumer.recv(), if running => {
+                rt.input_batch(&consumer, first).await?;
+                if restore.is_reading() {
+                    if let Some(first) = restore.recv().now_or_never() {
+                        rt.restore_batch(&restore, first)?;
+                    }
+                }
             }
         }
     }
-    rt.shutdown(&consumer).await
+    info!("left the streams group; shutdown complete");
+    Ok(())
 }
 
-impl Runtime {
-    fn report_throughput(&mut self) {
-        let elapsed = self.last_report.elapsed();
-        if elapsed < REPORT_INTERVAL {
-            return;
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RuntimeConfig {
+        RuntimeConfig {
+            application_id: "app".into(),
+            bootstrap: "127.0.0.1:1".into(),
+            input_topic: "in".into(),
+            output_topic: "out".into(),
+            store_name: "counts".into(),
+            store_retention: Duration::from_secs(60),
+            commit_interval: Duration::from_secs(1),
+            cache_max_bytes: 0,
+            exactly_once: false,
+            process_id: "p".into(),
+            member_id: "m".into(),
+            input_errors: InputErrorPolicy::Fail,
+            restore_skip_corrupt: false,
+            kafka: KafkaProperties::new(),
+            leave_timeout: Duration::from_secs(1),
+            state_dir: std::env::temp_dir().join(format!("kstate-run-{}", uuid::Uuid::new_v4())),
+            state_cleanup_delay: Duration::from_secs(600),
+            task_timeout: Duration::from_secs(1),
+            status: super::super::StatusBoard::new(),
         }
-        if self.handled > 0 {
-            info!(
-                records = self.handled,
-                rate = format!("{:.0}/s", self.handled as f64 / elapsed.as_secs_f64()),
-                tasks = self.tasks.len(),
-                "processing"
-            );
-        }
-        self.handled = 0;
-        self.last_report = Instant::now();
     }
 
-    fn on_record(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
-        self.handled += 1;
-        let Some(task) = self.tasks.get_mut(&msg.partition()) else {
-            debug!(
-                partition = msg.partition(),
-                "record of a task no longer owned"
-            );
-            return Ok(());
-        };
-        if let Some(txn) = self.txn.as_mut() {
-            txn.begin()?;
-        }
-        let timestamp = msg.timestamp().to_millis().unwrap_or(-1);
-        let before = task.metrics();
-        match task.process(msg.key(), msg.payload(), msg.offset(), timestamp) {
-            Ok(_) => {}
-            Err(ProcessError::Input(e))
-                if self.config.input_errors == InputErrorPolicy::Continue =>
-            {
-                warn!(task = %task.name, error = &e as &dyn std::error::Error, "skipping an input record that cannot be deserialized");
-                metrics::records_skipped("deserialization", 1);
-                task.skip(msg.offset());
-            }
-            Err(source) => {
-                return Err(RuntimeError::Process {
-                    task: task.name.clone(),
-                    source: Box::new(source),
-                })
-            }
-        }
-        metrics::aggregate_delta(before, task.metrics());
-        Ok(())
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_current_thread_runtime_is_refused_with_a_clear_error() {
+        let windows =
+            crate::session::SessionWindows::new(Duration::from_millis(10), Duration::ZERO, None)
+                .unwrap();
+        let err = run(
+            config(),
+            Arc::new(super::super::count_factory(windows)),
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, RuntimeError::CurrentThreadRuntime), "{err}");
+        assert!(err.to_string().contains("multi-thread"), "{err}");
     }
 
-    /// Produces what cache evictions wrote through, to the changelog and the output.
-    async fn forward_evicted(&mut self) -> Result<(), RuntimeError> {
-        for task in self.tasks.values_mut() {
-            let records = task
-                .take_evicted()
-                .map_err(|source| RuntimeError::Process {
-                    task: task.name.clone(),
-                    source: Box::new(source),
-                })?;
-            if records.is_empty() {
-                continue;
-            }
-            self.output.forward(task, &records).await?;
-        }
-        Ok(())
-    }
-
-    async fn handle_event(
-        &mut self,
-        consumer: &StreamConsumer,
-        events: &mut mpsc::Receiver<MembershipEvent>,
-        event: MembershipEvent,
-    ) -> Result<(), RuntimeError> {
-        match event {
-            MembershipEvent::Assigned { active, standby } => {
-                self.config.status.set_assignment(&active, &standby);
-                self.on_assigned(consumer, events, active).await
-            }
-            MembershipEvent::Revoke { tasks } => {
-                let partitions: Vec<i32> = tasks.iter().map(|t| t.partition).collect();
-                info!(tasks = ?tasks.iter().map(ToString::to_string).collect::<Vec<_>>(), "revoking tasks: commit and close");
-                self.commit_or_lose(consumer, "revocation").await?;
-                self.close(consumer, &partitions, true);
-                self.driver.tasks_revoked(tasks);
-                Ok(())
-            }
-            MembershipEvent::Lost => {
-                warn!(
-                    tasks = self.tasks.len(),
-                    "all tasks lost (fenced): closing them without a commit"
-                );
-                self.lose_all(consumer);
-                Ok(())
-            }
-            MembershipEvent::NotReady { statuses } => {
-                warn!(?statuses, "the streams group is not ready; waiting");
-                Ok(())
-            }
-            MembershipEvent::Ready => {
-                info!("the streams group is ready");
-                Ok(())
-            }
-            MembershipEvent::Fatal(source) => Err(RuntimeError::Membership { source }),
-            MembershipEvent::Warning(e) => {
-                warn!(
-                    error = &e as &dyn std::error::Error,
-                    "streams group warning"
-                );
-                Ok(())
-            }
-            MembershipEvent::CoordinatorChanged | MembershipEvent::Left => Ok(()),
-        }
+    #[test]
+    fn the_transaction_timeout_defaults_to_kafka_streams_and_can_be_set() {
+        let mut c = config();
+        assert_eq!(transaction_timeout(&c), Duration::from_secs(10));
+        c.kafka.push("transaction.timeout.ms", "60000");
+        assert_eq!(transaction_timeout(&c), Duration::from_secs(60));
     }
 }

@@ -40,7 +40,7 @@ pub enum TaskPhase {
     Restoring,
     /// Processing input records.
     Running,
-    /// Assigned as a standby; keeps no state in this version of the runtime.
+    /// Assigned as a standby: its store follows the changelog, it processes no input.
     Standby,
 }
 
@@ -72,7 +72,8 @@ pub struct TaskStatus {
     pub state: TaskPhase,
     /// The progress of its latest restore, once one reported.
     pub restore: Option<RestoreStatus>,
-    /// Input records behind the partition's high watermark, once known (running tasks).
+    /// Once known: for a running task, input records behind the partition's high watermark;
+    /// for a standby, changelog records behind the changelog's end.
     pub lag: Option<i64>,
 }
 
@@ -258,9 +259,21 @@ impl StatusBoard {
         Self::publish(&b);
     }
 
+    /// Records how many changelog records the standby task `id` is behind its changelog's
+    /// end. A task no longer a standby on the board (replaced by a newer assignment) is left
+    /// alone.
+    pub fn set_standby_lag(&self, id: &TaskId, lag: i64) {
+        let mut b = self.board();
+        if let Some(t) = b.tasks.get_mut(&key(TaskKind::Standby, &id.to_string())) {
+            t.lag = Some(lag);
+        }
+        Self::publish(&b);
+    }
+
     /// Takes in an assignment as the runtime starts handling it: new active tasks appear as
     /// created (before any await, so readiness never sees the assignment without them), the
-    /// standby tasks are replaced. Tasks that are gone are removed by
+    /// standby tasks are replaced (one kept keeps its lag; a task both active and standby is
+    /// active). Tasks that are gone are removed by
     /// [`remove_task`](Self::remove_task) when the runtime closes them.
     pub fn set_assignment(&self, active: &BTreeSet<TaskId>, standby: &BTreeSet<TaskId>) {
         let mut b = self.board();
@@ -277,20 +290,24 @@ impl StatusBoard {
                     lag: None,
                 });
         }
+        let standby: BTreeMap<String, i32> = standby
+            .iter()
+            .filter(|id| !active.contains(id))
+            .map(|id| (id.to_string(), id.partition))
+            .collect();
         b.tasks
-            .retain(|(kind, _), _| *kind != TaskKind::Standby as u8);
-        for id in standby {
-            b.tasks.insert(
-                key(TaskKind::Standby, &id.to_string()),
-                TaskStatus {
-                    id: id.to_string(),
-                    partition: id.partition,
+            .retain(|(kind, id), _| *kind != TaskKind::Standby as u8 || standby.contains_key(id));
+        for (id, partition) in &standby {
+            b.tasks
+                .entry(key(TaskKind::Standby, id))
+                .or_insert_with(|| TaskStatus {
+                    id: id.clone(),
+                    partition: *partition,
                     kind: TaskKind::Standby,
                     state: TaskPhase::Standby,
                     restore: None,
                     lag: None,
-                },
-            );
+                });
         }
         Self::publish(&b);
     }
@@ -327,12 +344,16 @@ impl StatusBoard {
     /// Sets the gauges derived from the board.
     fn publish(b: &Board) {
         let mut standby = 0;
+        let mut standby_lag = 0i64;
         let mut restoring = 0;
         let mut pending = 0u64;
         let mut lag = 0i64;
         for t in b.tasks.values() {
             match (t.kind, t.state) {
-                (TaskKind::Standby, _) => standby += 1,
+                (TaskKind::Standby, _) => {
+                    standby += 1;
+                    standby_lag += t.lag.unwrap_or(0);
+                }
                 (TaskKind::Active, TaskPhase::Created | TaskPhase::Restoring) => {
                     restoring += 1;
                     if let Some(r) = &t.restore {
@@ -342,7 +363,7 @@ impl StatusBoard {
                 (TaskKind::Active, _) => lag += t.lag.unwrap_or(0),
             }
         }
-        metrics::task_board(standby, restoring, pending, lag);
+        metrics::task_board(standby, standby_lag, restoring, pending, lag);
     }
 }
 

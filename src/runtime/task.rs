@@ -1,27 +1,13 @@
-//! One active task: the input partition it owns, its processor (store + aggregation + stream
-//! time), its changelog writer and the offsets it has processed and restored. Owns the
-//! per-task steps (restore before the first record, process a record, hand out what the
-//! store flushed); the run loop decides when each happens and does the produce/commit I/O.
-
-use std::time::Instant;
-
-use rdkafka::producer::FutureProducer;
-use tracing::info;
+//! One task's data: its processor (store + aggregation + stream time) and the last changelog
+//! offset its store reflects. Owns the per-task steps (apply a restored changelog record,
+//! process an input record, hand out what the store flushed or evicted); when each happens,
+//! and the task's state and offsets, are the [`TaskManager`](super::manager::TaskManager)'s.
 
 use super::processor::{OutputRecord, ProcessError, TaskProcessor};
-use crate::changelog::{
-    ChangelogError, ChangelogSink, ChangelogWriter, RestoreOutcome, RestoreProgress, Restorer,
-};
+use crate::changelog::{apply_record, ChangelogError, CorruptRecordPolicy};
 use crate::membership::TaskId;
 use crate::session::Outcome;
 use crate::store::{CachingSessionStore, InMemoryBytesStore, RecordContext};
-
-/// A task's place in its life: a task processes no record before its restore completed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskState {
-    Restoring,
-    Running,
-}
 
 pub struct Task {
     pub id: TaskId,
@@ -29,14 +15,9 @@ pub struct Task {
     pub name: String,
     pub input_topic: std::sync::Arc<str>,
     processor: Box<dyn TaskProcessor>,
-    changelog: ChangelogWriter,
+    changelog_topic: String,
     /// Offset of the last changelog record known to be in the store (restored or acked).
     changelog_offset: Option<i64>,
-    /// The next input offset to commit (last processed + 1).
-    next_offset: Option<i64>,
-    /// The offset last committed for this task.
-    committed_offset: Option<i64>,
-    state: TaskState,
 }
 
 impl Task {
@@ -44,20 +25,16 @@ impl Task {
         id: TaskId,
         input_topic: std::sync::Arc<str>,
         processor: Box<dyn TaskProcessor>,
-        producer: FutureProducer,
         changelog_topic: String,
         changelog_offset: Option<i64>,
     ) -> Self {
         Self {
             name: id.to_string(),
-            changelog: ChangelogWriter::new(producer, changelog_topic, id.partition),
             id,
             input_topic,
             processor,
+            changelog_topic,
             changelog_offset,
-            next_offset: None,
-            committed_offset: None,
-            state: TaskState::Restoring,
         }
     }
 
@@ -65,79 +42,54 @@ impl Task {
         self.id.partition
     }
 
-    pub fn state(&self) -> TaskState {
-        self.state
-    }
-
     pub fn changelog_topic(&self) -> &str {
-        self.changelog.topic()
+        &self.changelog_topic
     }
 
-    /// The last changelog offset reflected in the store: the checkpoint of a clean close.
+    /// The last changelog offset reflected in the store.
     pub fn changelog_offset(&self) -> Option<i64> {
         self.changelog_offset
     }
 
-    /// Makes the restore start after `offset`: the store already holds the changelog up to
-    /// it (loaded from a snapshot).
+    /// The store holds the changelog up to `offset` (loaded from a snapshot, restored, or
+    /// written and acknowledged); offsets only move forward.
     pub fn resume_after(&mut self, offset: i64) {
+        self.changelog_offset = Some(self.changelog_offset.map_or(offset, |o| o.max(offset)));
+    }
+
+    /// Empties the store for a full restore.
+    pub fn clear(&mut self, position: Option<i64>) -> Result<(), ChangelogError> {
+        let partition = self.partition();
+        self.processor
+            .store()
+            .clear()
+            .map_err(|e| ChangelogError::ClearStore {
+                topic: self.changelog_topic.clone(),
+                partition,
+                source: Box::new(e),
+            })?;
+        self.changelog_offset = position;
+        Ok(())
+    }
+
+    /// Applies one changelog record below the cache; returns whether it was applied (a
+    /// corrupt one may be skipped by `policy`).
+    pub fn restore_record(
+        &mut self,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        policy: CorruptRecordPolicy,
+    ) -> Result<bool, ChangelogError> {
+        let at = (self.changelog_topic.as_str(), self.id.partition, offset);
+        let applied = apply_record(self.processor.store(), at, key, value, policy)?;
         self.changelog_offset = Some(offset);
+        Ok(applied)
     }
 
     /// The task's session store (the snapshot of a clean close is taken of its inner store).
     pub fn store(&mut self) -> &mut CachingSessionStore<InMemoryBytesStore> {
         self.processor.store()
-    }
-
-    /// Replays the task's changelog partition into its store, starting after
-    /// `changelog_offset` (a store kept from an earlier assignment or loaded from a snapshot)
-    /// or at the log start.
-    /// Blocking: run it on a blocking thread.
-    pub fn restore(
-        &mut self,
-        restorer: &Restorer,
-        progress: &mut dyn FnMut(&RestoreProgress),
-    ) -> Result<RestoreOutcome, ChangelogError> {
-        let started = Instant::now();
-        info!(task = %self.name, after = ?self.changelog_offset, "task restoring");
-        let outcome = match restorer.restore(
-            self.changelog.topic(),
-            self.id.partition,
-            self.changelog_offset,
-            self.processor.store(),
-            progress,
-        ) {
-            Ok(outcome) => outcome,
-            Err(ChangelogError::Cancelled {
-                topic,
-                partition,
-                restored,
-                last_offset,
-            }) => {
-                // The store holds the changelog up to `last_offset`: a later restore of
-                // this task continues from there.
-                self.changelog_offset = last_offset;
-                return Err(ChangelogError::Cancelled {
-                    topic,
-                    partition,
-                    restored,
-                    last_offset,
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        self.changelog_offset = outcome.last_offset;
-        self.state = TaskState::Running;
-        info!(
-            task = %self.name,
-            restored = outcome.applied,
-            from = outcome.start_offset,
-            to = outcome.end_offset,
-            full = outcome.full_restore,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "task restored"
-        );
-        Ok(outcome)
     }
 
     /// Processes one input record.
@@ -154,15 +106,7 @@ impl Task {
             offset,
             timestamp,
         };
-        let outcome = self.processor.process(key, value, context);
-        // A skipped undeserializable record is still consumed.
-        self.next_offset = Some(offset + 1);
-        outcome
-    }
-
-    /// Marks an input record as consumed without processing it (a skipped bad record).
-    pub fn skip(&mut self, offset: i64) {
-        self.next_offset = Some(offset + 1);
+        self.processor.process(key, value, context)
     }
 
     /// Records cache eviction wrote through since the last call.
@@ -173,41 +117,6 @@ impl Task {
     /// Flushes the store's cache: the records for the changelog and the output.
     pub fn flush(&mut self) -> Result<Vec<OutputRecord>, ProcessError> {
         self.processor.flush()
-    }
-
-    /// Enqueues flushed records to the task's changelog partition (acknowledged by
-    /// [`flush_changelog`](Self::flush_changelog)).
-    pub async fn send_changelog(&mut self, records: &[OutputRecord]) -> Result<(), ChangelogError> {
-        for r in records {
-            self.changelog
-                .send(&r.key, r.value.as_deref(), r.changelog_timestamp)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Waits until every changelog record sent so far is acknowledged.
-    pub async fn flush_changelog(&mut self) -> Result<u64, ChangelogError> {
-        let n = self.changelog.flush().await?;
-        if let Some(acked) = self.changelog.last_acked_offset() {
-            self.changelog_offset = Some(self.changelog_offset.map_or(acked, |o| o.max(acked)));
-        }
-        Ok(n)
-    }
-
-    /// Forgets changelog deliveries in flight (the task was lost).
-    pub fn abandon(&mut self) {
-        self.changelog.abandon();
-    }
-
-    /// The offset to commit, if the task processed anything since its last commit.
-    pub fn offset_to_commit(&self) -> Option<i64> {
-        self.next_offset
-            .filter(|&n| Some(n) != self.committed_offset)
-    }
-
-    pub fn committed(&mut self, offset: i64) {
-        self.committed_offset = Some(offset);
     }
 
     pub fn metrics(&self) -> crate::session::AggregateMetrics {

@@ -177,8 +177,6 @@ mod tests {
     use crate::runtime::{count_factory, ProcessorFactory};
     use crate::session::SessionWindows;
     use crate::store::{ByteKeyValueStore, CacheBudget};
-    use rdkafka::producer::FutureProducer;
-    use rdkafka::ClientConfig;
     use std::time::Duration;
 
     const TOPIC: &str = "app-counts-changelog";
@@ -200,7 +198,6 @@ mod tests {
         }
     }
 
-    /// A task whose producer never connects (nothing is sent in these tests).
     fn task() -> Task {
         let windows = SessionWindows::new(
             Duration::from_millis(10),
@@ -211,11 +208,7 @@ mod tests {
         let processor = count_factory(windows)
             .create("counts", CacheBudget::new(1 << 20))
             .unwrap();
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .create()
-            .unwrap();
-        Task::new(id(), "in".into(), processor, producer, TOPIC.into(), None)
+        Task::new(id(), "in".into(), processor, TOPIC.into(), None)
     }
 
     /// A task whose store holds two sessions written through, at changelog offset 41.

@@ -113,6 +113,12 @@ pub struct WorkerConfig {
     /// `kafka.*` keys without the prefix, passed to every librdkafka client and read by
     /// the group connection; `Debug` redacts secrets.
     pub kafka: KafkaProperties,
+    /// How long a task closed on revocation keeps its store in memory (for a cheap
+    /// hand-back) before it is dropped (Kafka Streams' `state.cleanup.delay.ms`).
+    pub state_cleanup_delay: Duration,
+    /// How long a retriable coordinator error is retried before it is fatal (Kafka Streams'
+    /// `task.timeout.ms`).
+    pub task_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -134,6 +140,8 @@ impl Default for WorkerConfig {
             deserialization_policy: DeserializationPolicy::LogAndFail,
             restore_skip_corrupt: false,
             kafka: KafkaProperties::new(),
+            state_cleanup_delay: Duration::from_secs(600),
+            task_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -222,6 +230,8 @@ impl WorkerConfig {
             leave_timeout: Duration::from_secs(10),
             state_dir: self.state_dir.clone(),
             status: crate::runtime::StatusBoard::new(),
+            state_cleanup_delay: self.state_cleanup_delay,
+            task_timeout: self.task_timeout,
         })
     }
 
@@ -303,6 +313,8 @@ impl WorkerConfig {
                         _ => return Err(bad(k, v, "expected log_and_fail or log_and_continue")),
                     }
                 }
+                "state.cleanup.delay.ms" => c.state_cleanup_delay = millis(k, v)?,
+                "task.timeout.ms" => c.task_timeout = millis(k, v)?,
                 "restore.corrupt.records" => {
                     c.restore_skip_corrupt = match v {
                         "fail" => false,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod http;
 pub mod java;
+pub mod job;
 pub mod worker;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

@@ -44,6 +44,33 @@ fn fencing_loses_all_tasks_and_rejoins_at_epoch_zero_with_the_same_member_id() {
 }
 
 #[test]
+fn a_rejoin_asked_by_the_runtime_releases_every_task_at_once_without_an_event() {
+    let (mut m, now) = member_owning(1, &[0, 1]);
+    m.rejoin(now);
+    assert!(
+        drain(&mut m).is_empty(),
+        "the runtime already closed its tasks"
+    );
+    assert!(m.owned_active().is_empty());
+    assert_eq!(m.state(), MemberState::Joining);
+    assert_eq!(m.next_deadline(), Some(now), "the rejoin is due at once");
+    let rejoin = send(&mut m, now);
+    assert_eq!(
+        (rejoin.member_epoch, rejoin.member_id.as_str()),
+        (0, MEMBER_ID)
+    );
+    assert_eq!(rejoin.active_tasks, Some(vec![]), "owning nothing");
+    m.handle_response(now, assign(4, &[0, 1], &[], &[]));
+    assert_eq!(
+        drain(&mut m),
+        vec![MembershipEvent::Assigned {
+            active: ids(&[0, 1]),
+            standby: ids(&[]),
+        }]
+    );
+}
+
+#[test]
 fn coordinator_errors_ask_for_rediscovery_and_resend_full_state_without_backoff() {
     for code in [16, 15] {
         let (mut m, now) = member_owning(1, &[0, 1]);

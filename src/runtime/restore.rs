@@ -1,0 +1,260 @@
+//! Restore inside the poll loop: one consumer over the changelog partitions of every
+//! restoring and standby task. [`RestoreReader::start`] captures a partition's end and
+//! assigns it at the task's position (a restore from scratch starts where Kafka Streams
+//! 4.4.0 starts it, within the store's retention of the last record:
+//! [`Restorer::retention_start`]); the loop awaits [`RestoreReader::recv`] beside the
+//! input and applies each batch below the task's cache. The end reached (or, past
+//! transaction markers, the position) is reported to the task manager, which decides when
+//! a restore is done. Knows nothing of task states.
+
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::changelog::{ChangelogError, RestoreOptions, Restorer};
+
+/// Records applied per wake-up before the loop looks at input, events and commits again.
+pub(super) const RESTORE_BATCH: usize = 10_000;
+
+/// Where a restore of one partition starts and ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RestoreRange {
+    /// The last offset the store holds (`None`: nothing) after the start was decided.
+    pub(super) position: Option<i64>,
+    /// The first offset read.
+    pub(super) start: i64,
+    /// The exclusive end captured now.
+    pub(super) end: i64,
+    /// Whether the store must be cleared first (no usable position).
+    pub(super) full: bool,
+}
+
+/// The start of a restore of a partition spanning `[log_start, end)` for a store holding
+/// the changelog up to `after`. A position outside the log (below its start after
+/// compaction or retention, or past its end) means a full restore.
+pub(super) fn range(after: Option<i64>, log_start: i64, end: i64) -> RestoreRange {
+    match after {
+        Some(c) if c + 1 >= log_start && c < end => RestoreRange {
+            position: Some(c),
+            start: c + 1,
+            end,
+            full: false,
+        },
+        _ => RestoreRange {
+            position: (log_start > 0).then_some(log_start - 1),
+            start: log_start,
+            end,
+            full: true,
+        },
+    }
+}
+
+pub(super) struct RestoreReader {
+    consumer: StreamConsumer,
+    topic: String,
+    assigned: usize,
+    bootstrap: String,
+    options: RestoreOptions,
+    /// Reads the last record's timestamp and looks up offsets by time for a restore from
+    /// scratch with a retention; created on first use.
+    lookup: Option<Restorer>,
+}
+
+/// One thing the reader saw.
+pub(super) enum Restored<'a> {
+    Record(BorrowedMessage<'a>),
+    /// The partition's end was reached; the position is the next offset to read.
+    End {
+        partition: i32,
+        position: i64,
+    },
+}
+
+impl RestoreReader {
+    pub(super) fn new(
+        bootstrap: &str,
+        options: &RestoreOptions,
+        topic: String,
+    ) -> Result<Self, ChangelogError> {
+        let consumer = Restorer::consumer_config(bootstrap, options)
+            .create()
+            .map_err(|source| ChangelogError::Client { source })?;
+        Ok(Self {
+            consumer,
+            topic,
+            assigned: 0,
+            bootstrap: bootstrap.to_string(),
+            options: options.clone(),
+            lookup: None,
+        })
+    }
+
+    pub(super) fn is_reading(&self) -> bool {
+        self.assigned > 0
+    }
+
+    fn consume_error(&self, partition: i32, source: KafkaError) -> ChangelogError {
+        ChangelogError::Consume {
+            topic: self.topic.clone(),
+            partition,
+            source,
+        }
+    }
+
+    /// Captures the end of `partition` (the last stable offset under read_committed) and
+    /// assigns it from after `after`. Blocks for one ListOffsets round trip; a restore from
+    /// scratch with a retention also reads the last record and looks its start up by time.
+    pub(super) fn start(
+        &mut self,
+        partition: i32,
+        after: Option<i64>,
+    ) -> Result<RestoreRange, ChangelogError> {
+        let (log_start, end) = tokio::task::block_in_place(|| {
+            self.consumer
+                .fetch_watermarks(&self.topic, partition, Duration::from_secs(30))
+        })
+        .map_err(|source| ChangelogError::Offsets {
+            topic: self.topic.clone(),
+            partition,
+            source,
+        })?;
+        let mut range = range(after, log_start, end);
+        if let (true, Some(retention)) = (range.full, self.options.retention) {
+            let start = tokio::task::block_in_place(|| -> Result<i64, ChangelogError> {
+                let lookup = match self.lookup.take() {
+                    Some(lookup) => lookup,
+                    None => Restorer::new(&self.bootstrap, self.options.clone())?,
+                };
+                let start =
+                    lookup.retention_start(&self.topic, partition, log_start, end, retention);
+                self.lookup = Some(lookup);
+                start
+            })?;
+            range = RestoreRange {
+                position: (start > 0).then_some(start - 1),
+                start,
+                ..range
+            };
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(range.start))
+            .map_err(|e| self.consume_error(partition, e))?;
+        self.consumer
+            .incremental_assign(&tpl)
+            .map_err(|e| self.consume_error(partition, e))?;
+        self.assigned += 1;
+        Ok(range)
+    }
+
+    pub(super) fn stop(&mut self, partition: i32) -> Result<(), ChangelogError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        self.consumer
+            .incremental_unassign(&tpl)
+            .map_err(|e| self.consume_error(partition, e))?;
+        self.assigned = self.assigned.saturating_sub(1);
+        Ok(())
+    }
+
+    /// The end of a partition being read as of its last fetch (for a standby's lag); sends
+    /// no request.
+    pub(super) fn cached_end(&self, partition: i32) -> Option<i64> {
+        let topic = std::ffi::CString::new(self.topic.as_str()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client handle is valid for the whole call (borrowed from the live
+        // consumer), the topic is a NUL-terminated string that outlives it, and the out
+        // pointers are locals.
+        let err = unsafe {
+            rdkafka_sys::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+            .then_some(high)
+    }
+
+    /// The next record or end event of any partition being read.
+    pub(super) async fn recv(&self) -> KafkaResult<BorrowedMessage<'_>> {
+        self.consumer.recv().await
+    }
+
+    /// Hands `first` and up to [`RESTORE_BATCH`] more records that are ready (for at most
+    /// 50 ms) to `f`; returns how many records it handed over.
+    pub(super) fn batch(
+        &self,
+        first: KafkaResult<BorrowedMessage<'_>>,
+        f: &mut dyn FnMut(Restored<'_>) -> Result<(), ChangelogError>,
+    ) -> Result<usize, ChangelogError> {
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let mut n = 0;
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Ok(msg) => {
+                    n += 1;
+                    f(Restored::Record(msg))?;
+                }
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    let position = self.position(partition)?;
+                    f(Restored::End {
+                        partition,
+                        position,
+                    })?;
+                }
+                Err(e) => return Err(self.consume_error(-1, e)),
+            }
+            if n < RESTORE_BATCH && Instant::now() < deadline {
+                next = self.consumer.recv().now_or_never();
+            }
+        }
+        Ok(n)
+    }
+
+    fn position(&self, partition: i32) -> Result<i64, ChangelogError> {
+        let tpl = self
+            .consumer
+            .position()
+            .map_err(|e| self.consume_error(partition, e))?;
+        Ok(tpl
+            .find_partition(&self.topic, partition)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .unwrap_or(-1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_resumes_after_a_position_inside_the_log_else_restores_it_all() {
+        let tail = range(Some(41), 0, 50);
+        assert_eq!(
+            (tail.start, tail.position, tail.full),
+            (42, Some(41), false)
+        );
+        let caught_up = range(Some(49), 0, 50);
+        assert_eq!((caught_up.start, caught_up.full), (50, false));
+        for outside in [Some(50), Some(5)] {
+            let full = range(outside, 10, 50);
+            assert_eq!(
+                (full.start, full.position, full.full),
+                (10, Some(9), true),
+                "{outside:?}"
+            );
+        }
+        let fresh = range(None, 0, 50);
+        assert_eq!((fresh.start, fresh.position, fresh.full), (0, None, true));
+    }
+}
