@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use kstate::{Worker, WorkerConfig};
+use tokio::signal::unix::{Signal, SignalKind};
 use tracing::{error, info, warn};
 
 /// Session-window counts per key, kept in a changelog-backed store that moves between
@@ -22,34 +23,50 @@ struct Args {
     set: Vec<String>,
 }
 
-async fn signal(kind: tokio::signal::unix::SignalKind) {
+/// Listens for `kind` from now on (`None` if it cannot: then it never arrives).
+fn listen(kind: SignalKind) -> Option<Signal> {
     match tokio::signal::unix::signal(kind) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
+        Ok(s) => Some(s),
         Err(e) => {
-            warn!(error = %e, "cannot listen for a signal");
-            std::future::pending::<()>().await;
+            warn!(
+                error = &e as &dyn std::error::Error,
+                "cannot listen for a signal"
+            );
+            None
         }
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT; a second one exits the process at once.
-async fn shutdown_signal() {
-    use tokio::signal::unix::SignalKind;
-    tokio::select! {
-        _ = signal(SignalKind::terminate()) => {}
-        _ = signal(SignalKind::interrupt()) => {}
-    }
-    info!("signal received: committing, closing tasks and leaving the group (a second signal exits at once)");
-    tokio::spawn(async {
-        tokio::select! {
-            _ = signal(SignalKind::terminate()) => {}
-            _ = signal(SignalKind::interrupt()) => {}
+async fn recv(signal: &mut Option<Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
         }
-        warn!("second signal: exiting without a clean shutdown");
-        std::process::exit(130);
-    });
+        None => std::future::pending().await,
+    }
+}
+
+/// Listens for SIGTERM and SIGINT from the call on (before the worker starts, so a signal
+/// during start-up asks for a clean shutdown instead of killing the process); the future
+/// resolves on the first one, and a second one exits the process at once.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let mut term = listen(SignalKind::terminate());
+    let mut int = listen(SignalKind::interrupt());
+    async move {
+        tokio::select! {
+            _ = recv(&mut term) => {}
+            _ = recv(&mut int) => {}
+        }
+        info!("signal received: committing, closing tasks and leaving the group (a second signal exits at once)");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = recv(&mut term) => {}
+                _ = recv(&mut int) => {}
+            }
+            warn!("second signal: exiting without a clean shutdown");
+            std::process::exit(130);
+        });
+    }
 }
 
 #[tokio::main]
@@ -81,10 +98,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn work(config: WorkerConfig) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     Worker::builder()
         .config(config)
         .build()?
-        .run(shutdown_signal())
+        .run(shutdown)
         .await?;
     Ok(())
 }

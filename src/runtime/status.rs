@@ -502,4 +502,31 @@ mod tests {
         assert_eq!(json["tasks"][0]["state"], "running");
         assert!(json["tasks"][0]["lag"].is_null());
     }
+
+    #[test]
+    fn a_standby_keeps_its_lag_across_assignments_and_an_active_task_wins() {
+        let board = StatusBoard::new();
+        board.set_assignment(&BTreeSet::new(), &[task(1), task(2)].into());
+        board.set_standby_lag(&task(1), 40);
+        board.set_standby_lag(&task(3), 7);
+        board.set_assignment(&BTreeSet::new(), &[task(1), task(2)].into());
+        let s = board.snapshot();
+        let lags: Vec<(&str, Option<i64>)> =
+            s.tasks.iter().map(|t| (t.id.as_str(), t.lag)).collect();
+        assert_eq!(
+            lags,
+            vec![("0_1", Some(40)), ("0_2", None)],
+            "a task not on the board as a standby gets no entry from its lag"
+        );
+
+        board.set_assignment(&[task(1)].into(), &[task(1), task(2)].into());
+        let s = board.snapshot();
+        let kinds: Vec<(&str, TaskKind)> =
+            s.tasks.iter().map(|t| (t.id.as_str(), t.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![("0_1", TaskKind::Active), ("0_2", TaskKind::Standby)],
+            "a promoted standby is active only"
+        );
+    }
 }
