@@ -75,6 +75,4 @@ pub enum RuntimeError {
     StateDirLocked { path: std::path::PathBuf },
     #[error("runtime::run needs a multi-thread tokio runtime (it runs blocking Kafka client calls on the worker threads); build one with #[tokio::main] or tokio::runtime::Builder::new_multi_thread()")]
     CurrentThreadRuntime,
-    #[error("restore task panicked or was cancelled: {reason}")]
-    RestoreJoin { reason: String },
 }

@@ -1,8 +1,11 @@
-//! The runtime: tasks created, restored, run, committed and closed as membership events
-//! arrive; the poll loop; the commit cycle (flush → changelog and output produced → acked →
-//! offsets committed), and the task directories where a clean close leaves a snapshot and a
-//! checkpoint. Owns the order of those steps; does no wire encoding (protocol) and no
-//! session-window arithmetic (session).
+//! The runtime: a sans-IO [`TaskManager`] that decides, for every task, when it is created,
+//! restored (or kept as a standby), run, committed and closed, and a thin tokio/rdkafka
+//! driver (`run.rs`, `events.rs`, `lifecycle.rs`, `commit.rs`) that carries its actions out
+//! in one poll loop: restores batch by batch beside processing, at-least-once commits that
+//! wait for acknowledgements without stalling the loop, one transaction per commit under
+//! exactly-once, and the task directories where a clean close leaves a snapshot and a
+//! checkpoint. The driver publishes the tasks' states into the [`StatusBoard`] (`/readyz`,
+//! `/status`). Does no wire encoding (protocol) and no session-window arithmetic (session).
 
 mod commit;
 mod eos;

@@ -29,14 +29,14 @@ pub enum TaskState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Create the task's store (take it from the dormant ones, or load the task directory's
-    /// snapshot) and answer with [`TaskManager::handle_created`].
+    /// snapshot) and answer with [`TaskManager::handle_created`](super::TaskManager::handle_created).
     Create { task: Partition, standby: bool },
     /// Read the task's changelog into its store from after `after`, capturing the end now,
-    /// and answer with [`TaskManager::handle_restore_started`].
+    /// and answer with [`TaskManager::handle_restore_started`](super::TaskManager::handle_restore_started).
     StartRestore { task: Partition, after: Option<i64> },
     /// Stop reading the task's changelog.
     StopRestore { task: Partition },
-    /// Fetch the group's committed offsets; answer with [`TaskManager::handle_committed`].
+    /// Fetch the group's committed offsets; answer with [`TaskManager::handle_committed`](super::TaskManager::handle_committed).
     FetchCommitted { tasks: Vec<Partition> },
     /// Assign the task's input partition at `offset` (the log start when `None`).
     StartProcessing {
@@ -46,13 +46,13 @@ pub enum Action {
     /// Unassign these input partitions; records of them still buffered are dropped.
     StopProcessing { tasks: Vec<Partition> },
     /// Flush these tasks' caches and produce what they flushed; under at-least-once answer
-    /// with [`TaskManager::handle_flush_acked`] once every record sent so far is acknowledged.
+    /// with [`TaskManager::handle_flush_acked`](super::TaskManager::handle_flush_acked) once every record sent so far is acknowledged.
     Flush { id: u64, tasks: Vec<Partition> },
     /// Commit these input offsets with the member id and epoch (none: nothing moved, the
-    /// cycle ends); answer with [`TaskManager::handle_commit_result`].
+    /// cycle ends); answer with [`TaskManager::handle_commit_result`](super::TaskManager::handle_commit_result).
     CommitOffsets { offsets: Vec<(Partition, i64)> },
     /// Send these offsets to the open transaction and commit it (begin one first if none is
-    /// open); answer with [`TaskManager::handle_commit_result`].
+    /// open); answer with [`TaskManager::handle_commit_result`](super::TaskManager::handle_commit_result).
     CommitTransaction { offsets: Vec<(Partition, i64)> },
     /// Abort the open transaction, if any.
     AbortTransaction,
@@ -66,7 +66,7 @@ pub enum Action {
     AcknowledgeRevocation { tasks: BTreeSet<Partition> },
     /// Tell the member to rejoin owning nothing (tasks lost on the runtime's side).
     Rejoin,
-    /// Every task is closed after [`TaskManager::shutdown`]: leave the group.
+    /// Every task is closed after [`TaskManager::shutdown`](super::TaskManager::shutdown): leave the group.
     Leave,
 }
 
@@ -79,7 +79,7 @@ pub enum CommitFailure {
     Aborted,
 }
 
-/// A task as [`TaskManager::snapshot`] reports it.
+/// A task as [`TaskManager::snapshot`](super::TaskManager::snapshot) reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskStatus {
     pub task: Partition,
