@@ -4,7 +4,7 @@
 //! second one stops at start, naming the directory. The lock is an advisory `flock` that the
 //! kernel releases when the process dies, so a SIGKILLed worker leaves nothing stale.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use super::error::RuntimeError;
@@ -31,15 +31,32 @@ impl StateDirLock {
             .write(true)
             .open(dir.join(".lock"))
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file, dir }),
-            Err(TryLockError::WouldBlock) => Err(RuntimeError::StateDirLocked { path: dir }),
-            Err(TryLockError::Error(source)) => Err(io(source)),
+        match try_lock(&file) {
+            Ok(true) => Ok(Self { _file: file, dir }),
+            Ok(false) => Err(RuntimeError::StateDirLocked { path: dir }),
+            Err(source) => Err(io(source)),
         }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)` on `file`: `Ok(false)` when another open file holds the lock.
+/// (`File::try_lock` does the same from Rust 1.89; the crate supports Rust 1.85.)
+fn try_lock(file: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor belongs to `file`, which is borrowed for the whole call; flock
+    // takes no pointer.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
     }
 }
 
