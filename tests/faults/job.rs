@@ -154,6 +154,20 @@ impl Job {
     }
 }
 
+/// The input of a trial: ~2,000 clicks of 30 users in 40 bursts an hour ago, without late
+/// records (a restart forgets stream time, DESIGN §4).
+pub fn clicks(seed: u64) -> Vec<Click> {
+    crate::common::worker::click_stream(
+        30,
+        40,
+        common::now_ms() - 3_600_000,
+        GAP,
+        GRACE,
+        false,
+        seed,
+    )
+}
+
 /// `Some(excess)` when `view` matches `reference`: under exactly-once equal (excess 0);
 /// under at-least-once the same sessions, none counted less (records after the last commit
 /// are counted again), the excess being how many more counts there are in all.

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::common;
-use crate::common::worker::{click_stream, reference_by_partition, Worker};
-use crate::job::{Guarantee, Job, Rng, GAP, GRACE, PARTITIONS};
+use crate::common::worker::{reference_by_partition, Worker};
+use crate::job::{self, Guarantee, Job, Rng, GAP, GRACE, PARTITIONS};
 
 /// When the victim is killed.
 #[derive(Debug, Clone, Copy)]
@@ -67,15 +66,7 @@ pub async fn trial(bootstrap: &str, seed: u64) -> anyhow::Result<TrialReport> {
     };
     let count = 2 + rng.below(2) as usize;
     let job = Job::new(bootstrap, "fault-kill", guarantee).await?;
-    let clicks = click_stream(
-        30,
-        40,
-        common::now_ms() - 3_600_000,
-        GAP,
-        GRACE,
-        false,
-        seed,
-    );
+    let clicks = job::clicks(seed);
     let cut = clicks.len() * (1 + rng.below(3) as usize) / 5;
     let (first, rest) = clicks.split_at(cut);
     job.produce(first).await?;

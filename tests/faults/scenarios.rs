@@ -35,15 +35,7 @@ struct Counting {
 impl Counting {
     async fn start(bootstrap: &str, name: &str, seed: u64, share: usize) -> anyhow::Result<Self> {
         let job = Job::new(bootstrap, name, Guarantee::ExactlyOnce).await?;
-        let clicks = click_stream(
-            30,
-            40,
-            common::now_ms() - 3_600_000,
-            GAP,
-            GRACE,
-            false,
-            seed,
-        );
+        let clicks = crate::job::clicks(seed);
         let mut counting = Self {
             workers: vec![job.worker("a")?, job.worker("b")?],
             job,
