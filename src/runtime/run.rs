@@ -268,15 +268,23 @@ pub async fn run(
                 rt.report_throughput();
             }
             first = consumer.recv(), if !rt.tasks.is_empty() => {
-                let first = first.map_err(|source| RuntimeError::Consume {
-                    topic: rt.config.input_topic.clone(),
-                    source,
-                })?;
+                let first = match first {
+                    Ok(first) => first,
+                    Err(source) if broker_unreachable(&source) => {
+                        warn!(error = %source, "the broker is unreachable; the consumer reconnects");
+                        continue;
+                    }
+                    Err(source) => return Err(RuntimeError::Consume {
+                        topic: rt.config.input_topic.clone(),
+                        source,
+                    }),
+                };
                 rt.on_record(&first)?;
                 drop(first);
                 for _ in 1..BATCH {
                     match consumer.recv().now_or_never() {
                         Some(Ok(msg)) => rt.on_record(&msg)?,
+                        Some(Err(source)) if broker_unreachable(&source) => break,
                         Some(Err(source)) => return Err(RuntimeError::Consume {
                             topic: rt.config.input_topic.clone(),
                             source,
@@ -289,6 +297,22 @@ pub async fn run(
         }
     }
     rt.shutdown(&consumer).await
+}
+
+/// A consumer error librdkafka reports while it reconnects on its own (the broker restarts,
+/// or stops answering): not fatal, the consumer resumes where it was once it is back.
+fn broker_unreachable(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+    matches!(
+        error,
+        KafkaError::MessageConsumption(
+            Code::AllBrokersDown
+                | Code::BrokerTransportFailure
+                | Code::NetworkException
+                | Code::RequestTimedOut
+                | Code::OperationTimedOut
+        )
+    )
 }
 
 impl Runtime {
@@ -404,6 +428,29 @@ impl Runtime {
                 Ok(())
             }
             MembershipEvent::CoordinatorChanged | MembershipEvent::Left => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+
+    use super::broker_unreachable;
+
+    #[test]
+    fn only_reconnection_errors_are_survived() {
+        for code in [Code::AllBrokersDown, Code::BrokerTransportFailure] {
+            assert!(broker_unreachable(&KafkaError::MessageConsumption(code)));
+            assert!(!broker_unreachable(&KafkaError::MessageConsumptionFatal(
+                code
+            )));
+        }
+        for code in [
+            Code::UnknownTopicOrPartition,
+            Code::TopicAuthorizationFailed,
+        ] {
+            assert!(!broker_unreachable(&KafkaError::MessageConsumption(code)));
         }
     }
 }
