@@ -306,9 +306,12 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         let inner_hits = &mut self.inner_hits;
         inner_hits.clear();
         let inner = &self.inner;
-        inner
-            .store
-            .for_each_in(Bound::Included(lo), Bound::Excluded(hi), &mut |k, v| {
+        inner.store.for_each_in_group(
+            key,
+            session_schema::SUFFIX_LEN,
+            Bound::Included(lo),
+            Bound::Excluded(hi),
+            &mut |k, v| {
                 if let Some((start, end)) = matching(k) {
                     if !inner.is_expired(end) {
                         inner_hits.push(StoredSession {
@@ -319,7 +322,8 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
                         });
                     }
                 }
-            })?;
+            },
+        )?;
         let mut inner_iter = inner_hits.drain(..).peekable();
         for (k, entry) in self.cache.range(lo, hi) {
             let Some((start, end)) = matching(k) else {
