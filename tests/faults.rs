@@ -3,7 +3,7 @@
 //! guarantees, a broker bounced and a broker paused past the session timeout (brokers of
 //! the test's own, started by scripts/kafka on free ports), a worker paused as long, a rebalance storm, and a
 //! changelog truncated past a worker's checkpoint. Under exactly_once_v2 the read_committed
-//! output equals the reference of DESIGN §4; under at_least_once it has the reference's
+//! output equals the reference of docs/DESIGN.md §4; under at_least_once it has the reference's
 //! sessions, none counted less. Every trial prints its seed; `FAULT_SEED=<seed>[,<seed>…]`
 //! replays those kill trials only.
 

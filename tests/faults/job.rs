@@ -1,6 +1,6 @@
 //! One streams job for the fault tests: its topics on a given broker, its workers (each with
 //! a state dir of its own that survives restarts), its input, and the check of its output
-//! against the reference of DESIGN §4 under the job's processing guarantee.
+//! against the reference of docs/DESIGN.md §4 under the job's processing guarantee.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -155,7 +155,7 @@ impl Job {
 }
 
 /// The input of a trial: ~2,000 clicks of 30 users in 40 bursts an hour ago, without late
-/// records (a restart forgets stream time, DESIGN §4).
+/// records (a restart forgets stream time, docs/DESIGN.md §4).
 pub fn clicks(seed: u64) -> Vec<Click> {
     crate::common::worker::click_stream(
         30,
