@@ -18,7 +18,9 @@ use kstate::session::{
     Count, LongSerde, SessionStore, SessionWindowAggregate, SessionWindows, StringSerde,
 };
 use kstate::store::session_schema::session_key;
-use kstate::store::{CacheBudget, CachingSessionStore, InMemoryBytesStore, RecordContext};
+use kstate::store::{
+    CacheBudget, CachingSessionStore, InMemoryBytesStore, RecordContext, StoredSession,
+};
 
 struct Counting;
 
@@ -118,22 +120,7 @@ fn per_record(c: &mut Criterion) {
             let mut t = T0;
             b.iter(|| {
                 t += 1;
-                let key = &names[keys.next() as usize];
-                store
-                    .find_sessions_into(key.as_bytes(), t - GAP_MS, t + GAP_MS, &mut found)
-                    .expect("find");
-                let start = found.first().map_or(t, |s| s.start.min(t));
-                store
-                    .put(
-                        session_key(key.as_bytes(), start, t),
-                        Bytes::from_static(&[0; 8]),
-                        ctx(t, t),
-                    )
-                    .expect("put");
-                for old in found.drain(..) {
-                    store.remove(old.key, ctx(t, t)).expect("remove");
-                }
-                black_box(store.take_evicted().len());
+                raw_step(&mut store, &mut found, &names[keys.next() as usize], t);
             });
         });
         group.bench_with_input(BenchmarkId::new("aggregate_count", n), &n, |b, &n| {
@@ -242,10 +229,63 @@ fn report_allocations() {
     println!("allocations: aggregate step, {n} live sessions: {per:.2} per record");
 }
 
+/// One record of the raw store path: `find_sessions_into` of a key, `put` of the merged
+/// session and `remove` of the sessions it replaced, as the aggregate step does.
+fn raw_step(store: &mut CachingSessionStore, found: &mut Vec<StoredSession>, key: &str, t: i64) {
+    thread_local! {
+        static BASE: RecordContext = ctx(0, 0);
+    }
+    let ctx = |offset: i64, ts: i64| {
+        let mut c = BASE.with(RecordContext::clone);
+        c.offset = offset;
+        c.timestamp = ts;
+        c
+    };
+    store
+        .find_sessions_into(key.as_bytes(), t - GAP_MS, t + GAP_MS, found)
+        .expect("find");
+    let start = found.first().map_or(t, |s| s.start.min(t));
+    store
+        .put(
+            session_key(key.as_bytes(), start, t),
+            Bytes::from_static(&[0; 8]),
+            ctx(t, t),
+        )
+        .expect("put");
+    for old in found.drain(..) {
+        store.remove(old.key, ctx(t, t)).expect("remove");
+    }
+    black_box(store.take_evicted().len());
+}
+
+/// Heap allocations per record of [`raw_step`] at the largest live-session count, after a
+/// warm-up that fills the cache so that eviction flushes run in the measured window.
+fn report_raw_allocations() {
+    let n = *sizes().last().expect("a size");
+    let mut store = populated(n);
+    let mut keys = Keys { x: 0x9E37_79B9, n };
+    let names: Vec<String> = (0..n).map(user).collect();
+    let mut found = Vec::new();
+    let mut t = T0;
+    let records = if measuring() { 200_000 } else { 2_000 };
+    for _ in 0..records {
+        t += 1;
+        raw_step(&mut store, &mut found, &names[keys.next() as usize], t);
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..records {
+        t += 1;
+        raw_step(&mut store, &mut found, &names[keys.next() as usize], t);
+    }
+    let per = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / records as f64;
+    println!("allocations: find_sessions+put, {n} live sessions: {per:.2} per record");
+}
+
 fn main() {
+    report_raw_allocations();
     report_allocations();
     report_memory();
-    let mut c = Criterion::default().configure_from_args();
+    let mut c = Criterion::default().without_plots().configure_from_args();
     per_record(&mut c);
     flush_100k(&mut c);
     c.final_summary();

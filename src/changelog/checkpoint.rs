@@ -273,4 +273,59 @@ mod tests {
             prop_assert_eq!(Checkpoint::parse(&cp.render()).unwrap(), cp);
         }
     }
+
+    /// Checkpoint text for fuzzing, drawn from `seed` (one `u64` per case keeps 100k cases
+    /// within seconds in a debug build): 0–6 lines of 0–4 tokens, each a token of the format
+    /// at its limits or arbitrary.
+    fn fuzz_text(seed: u64) -> String {
+        const TOKENS: [&str; 14] = [
+            "0",
+            "1",
+            "-1",
+            "-2",
+            "2147483648",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "",
+            "topic",
+            "t-changelog",
+            "+3",
+            "0x10",
+            "\u{0}",
+        ];
+        let mut state = seed | 1;
+        let mut next = |bound: u64| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+        };
+        let lines: Vec<String> = (0..next(7))
+            .map(|_| {
+                let tokens: Vec<String> = (0..next(5))
+                    .map(|_| match next(4) {
+                        0 => (next(u64::MAX) as i64).to_string(),
+                        _ => TOKENS[next(TOKENS.len() as u64) as usize].to_string(),
+                    })
+                    .collect();
+                tokens.join(if next(8) == 0 { "  " } else { " " })
+            })
+            .collect();
+        lines.join(if next(8) == 0 { "\r\n" } else { "\n" })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Fuzzing (issue 16): any text parses or is an error naming a line, never a panic.
+        #[test]
+        fn any_text_parses_or_names_a_line(seed in any::<u64>()) {
+            let text = fuzz_text(seed);
+            match Checkpoint::parse(&text) {
+                Ok(cp) => prop_assert_eq!(Checkpoint::parse(&cp.render()).unwrap(), cp),
+                Err((line, _)) => prop_assert!(line >= 1 && line <= text.lines().count() + 1),
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@ mod writer;
 
 pub use checkpoint::{Checkpoint, CheckpointError, OFFSET_UNKNOWN};
 pub use error::ChangelogError;
+pub(crate) use restorer::leader_unavailable;
 pub use restorer::{
     apply_record, CorruptRecordPolicy, RestoreOptions, RestoreOutcome, RestoreProgress,
     RestoreTarget, Restorer,

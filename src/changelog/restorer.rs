@@ -103,6 +103,24 @@ pub struct RestoreOutcome {
     pub elapsed: Duration,
 }
 
+/// Errors of a watermark lookup that a broker coming back (or a leader moving) clears.
+pub(crate) fn leader_unavailable(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::UnknownPartition
+                | Code::LeaderNotAvailable
+                | Code::NotLeaderForPartition
+                | Code::AllBrokersDown
+                | Code::BrokerTransportFailure
+                | Code::OperationTimedOut
+                | Code::RequestTimedOut
+                | Code::NetworkException
+        )
+    )
+}
+
 /// Replays changelog partitions. One restorer can restore many partitions in turn.
 pub struct Restorer {
     consumer: BaseConsumer,
@@ -160,16 +178,55 @@ impl Restorer {
         self.cancel.clone()
     }
 
+    /// Whether the cluster metadata lists `topic` (an unreachable broker counts as yes: the
+    /// caller retries until its deadline).
+    fn topic_exists(&self, topic: &str) -> bool {
+        match self
+            .consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+        {
+            Ok(metadata) => metadata.topics().iter().any(|t| {
+                t.name() == topic
+                    && t.error()
+                        != Some(
+                            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+                        )
+            }),
+            Err(_) => true,
+        }
+    }
+
     /// `(log start, end)` of a partition: the end is the high watermark, or the last stable
     /// offset under `read_committed`.
+    /// A broker that was unreachable or paused answers for a moment without a leader for
+    /// the partition; that is retried for up to 30 s (unless the restore is cancelled or the
+    /// topic does not exist).
     pub fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), ChangelogError> {
-        self.consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(30))
-            .map_err(|source| ChangelogError::Offsets {
-                topic: topic.to_string(),
-                partition,
-                source,
-            })
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self
+                .consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            {
+                Ok(offsets) => return Ok(offsets),
+                Err(source)
+                    if leader_unavailable(&source)
+                        && Instant::now() < deadline
+                        && !self.cancel.load(Ordering::Acquire)
+                        && self.topic_exists(topic) =>
+                {
+                    warn!(topic, partition, error = %source, "no leader for the changelog partition yet; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(source) => {
+                    return Err(ChangelogError::Offsets {
+                        topic: topic.to_string(),
+                        partition,
+                        source,
+                    })
+                }
+            }
+        }
     }
 
     /// Restores `topic`/`partition` into `target`, starting after `checkpoint` (the last
@@ -534,5 +591,27 @@ fn corrupt<E: std::error::Error + Send + Sync + 'static>(
         partition,
         offset,
         source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    use super::leader_unavailable;
+
+    #[test]
+    fn a_missing_leader_is_retried_and_a_refusal_is_not() {
+        for code in [
+            Code::UnknownPartition,
+            Code::LeaderNotAvailable,
+            Code::AllBrokersDown,
+        ] {
+            assert!(leader_unavailable(&KafkaError::MetadataFetch(code)));
+        }
+        for code in [Code::TopicAuthorizationFailed, Code::InvalidConfig] {
+            assert!(!leader_unavailable(&KafkaError::MetadataFetch(code)));
+        }
     }
 }

@@ -264,10 +264,19 @@ impl Runtime {
         &mut self,
         msg: rdkafka::error::KafkaResult<BorrowedMessage<'_>>,
     ) -> Result<(), RuntimeError> {
-        let msg = msg.map_err(|source| RuntimeError::Consume {
-            topic: self.config.input_topic.clone(),
-            source,
-        })?;
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(source) if broker_unreachable(&source) => {
+                warn!(error = %source, "the broker is unreachable; the consumer reconnects");
+                return Ok(());
+            }
+            Err(source) => {
+                return Err(RuntimeError::Consume {
+                    topic: self.config.input_topic.clone(),
+                    source,
+                })
+            }
+        };
         self.handled += 1;
         let p = msg.partition();
         if !self.manager.is_running(p) {
@@ -300,5 +309,44 @@ impl Runtime {
         metrics::aggregate_delta(before, task.metrics());
         self.manager.handle_processed(p, msg.offset());
         Ok(())
+    }
+}
+
+/// A consumer error librdkafka reports while it reconnects on its own (the broker restarts,
+/// or stops answering): not fatal, the consumer resumes where it was once it is back.
+pub(super) fn broker_unreachable(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+    matches!(
+        error,
+        KafkaError::MessageConsumption(
+            Code::AllBrokersDown
+                | Code::BrokerTransportFailure
+                | Code::NetworkException
+                | Code::RequestTimedOut
+                | Code::OperationTimedOut
+        )
+    )
+}
+
+#[cfg(test)]
+mod broker_errors {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+
+    use super::broker_unreachable;
+
+    #[test]
+    fn only_reconnection_errors_are_survived() {
+        for code in [Code::AllBrokersDown, Code::BrokerTransportFailure] {
+            assert!(broker_unreachable(&KafkaError::MessageConsumption(code)));
+            assert!(!broker_unreachable(&KafkaError::MessageConsumptionFatal(
+                code
+            )));
+        }
+        for code in [
+            Code::UnknownTopicOrPartition,
+            Code::TopicAuthorizationFailed,
+        ] {
+            assert!(!broker_unreachable(&KafkaError::MessageConsumption(code)));
+        }
     }
 }

@@ -14,8 +14,9 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
+use tracing::warn;
 
-use crate::changelog::{ChangelogError, RestoreOptions, Restorer};
+use crate::changelog::{leader_unavailable, ChangelogError, RestoreOptions, Restorer};
 
 /// Records applied per wake-up before the loop looks at input, events and commits again.
 pub(super) const RESTORE_BATCH: usize = 10_000;
@@ -113,9 +114,20 @@ impl RestoreReader {
         partition: i32,
         after: Option<i64>,
     ) -> Result<RestoreRange, ChangelogError> {
-        let (log_start, end) = tokio::task::block_in_place(|| {
-            self.consumer
+        // A broker that was unreachable or paused answers for a moment without a leader for
+        // the partition: retried for up to 30 s, as the changelog restorer does.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (log_start, end) = tokio::task::block_in_place(|| loop {
+            match self
+                .consumer
                 .fetch_watermarks(&self.topic, partition, Duration::from_secs(30))
+            {
+                Err(source) if leader_unavailable(&source) && Instant::now() < deadline => {
+                    warn!(topic = %self.topic, partition, error = %source, "no leader for the changelog partition yet; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => return other,
+            }
         })
         .map_err(|source| ChangelogError::Offsets {
             topic: self.topic.clone(),
@@ -208,6 +220,10 @@ impl RestoreReader {
                         partition,
                         position,
                     })?;
+                }
+                Err(e) if super::events::broker_unreachable(&e) => {
+                    warn!(error = %e, "the broker is unreachable; the restore consumer reconnects");
+                    break;
                 }
                 Err(e) => return Err(self.consume_error(-1, e)),
             }

@@ -1,18 +1,25 @@
 //! The byte key-value store below the cache: the `ByteKeyValueStore` trait, its in-memory
-//! implementation on a `BTreeMap<Bytes, Bytes>`, and the contract test suite every
-//! implementation must pass. Owns ordered byte storage; must not know about sessions,
+//! implementation (keys grouped by all but their last [`GROUP_SUFFIX_LEN`] bytes in a hash
+//! map, so one group's entries are found without comparing other groups' bytes), and the
+//! contract test suite every implementation must pass. Owns ordered byte storage; must not know about sessions,
 //! caching, record contexts or Kafka (the caching store above decides what is written).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use crate::store::error::StoreError;
 
 /// Fixed per-entry cost counted by [`InMemoryBytesStore::approximate_bytes`] on top of the
-/// key and value bytes: two `Bytes` handles plus a share of the B-tree node.
-pub const IN_MEMORY_ENTRY_OVERHEAD: usize = 80;
+/// key and value bytes: two `Bytes` handles, the group's prefix handle and a share of the
+/// hash table.
+pub const IN_MEMORY_ENTRY_OVERHEAD: usize = 112;
+
+/// [`InMemoryBytesStore`] groups keys by all but their last this many bytes (a session
+/// composite key's `end ‖ start` suffix: a group is one record key's sessions).
+pub const GROUP_SUFFIX_LEN: usize = 16;
 
 /// An ordered map of byte keys to byte values (keys compare as unsigned bytes).
 ///
@@ -32,6 +39,23 @@ pub trait ByteKeyValueStore: Send {
         hi: Bound<&[u8]>,
         visit: &mut dyn FnMut(&Bytes, &Bytes),
     ) -> Result<(), StoreError>;
+    /// Calls `visit` on every entry within the bounds whose key is `prefix` followed by
+    /// exactly `suffix_len` bytes, in ascending key order. Stores that group keys by prefix
+    /// answer it without visiting other prefixes; the default filters [`for_each_in`](Self::for_each_in).
+    fn for_each_in_group(
+        &self,
+        prefix: &[u8],
+        suffix_len: usize,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        visit: &mut dyn FnMut(&Bytes, &Bytes),
+    ) -> Result<(), StoreError> {
+        self.for_each_in(lo, hi, &mut |k, v| {
+            if k.len() == prefix.len() + suffix_len && k.starts_with(prefix) {
+                visit(k, v);
+            }
+        })
+    }
     /// Removes every entry.
     fn clear(&mut self) -> Result<(), StoreError>;
     /// Number of entries.
@@ -83,6 +107,16 @@ impl<T: ByteKeyValueStore + ?Sized> ByteKeyValueStore for Box<T> {
     ) -> Result<(), StoreError> {
         (**self).for_each_in(lo, hi, visit)
     }
+    fn for_each_in_group(
+        &self,
+        prefix: &[u8],
+        suffix_len: usize,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        visit: &mut dyn FnMut(&Bytes, &Bytes),
+    ) -> Result<(), StoreError> {
+        (**self).for_each_in_group(prefix, suffix_len, lo, hi, visit)
+    }
     fn clear(&mut self) -> Result<(), StoreError> {
         (**self).clear()
     }
@@ -94,10 +128,24 @@ impl<T: ByteKeyValueStore + ?Sized> ByteKeyValueStore for Box<T> {
     }
 }
 
-/// In-memory [`ByteKeyValueStore`] on a `BTreeMap<Bytes, Bytes>`.
+/// One group's entries, sorted by key (all keys of a group have the same length, so key
+/// order is suffix order). One entry, the common case, is held inline.
+type Group = SmallVec<[(Bytes, Bytes); 1]>;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// In-memory [`ByteKeyValueStore`]: keys of at least [`GROUP_SUFFIX_LEN`] bytes live in a
+/// hash map from their prefix (all but the last [`GROUP_SUFFIX_LEN`] bytes) to the group's
+/// sorted entries; shorter keys in a `BTreeMap`. Point operations and
+/// [`for_each_in_group`](ByteKeyValueStore::for_each_in_group) hash the prefix once and
+/// never compare other groups' bytes; an ordered scan over groups
+/// ([`for_each_in`](ByteKeyValueStore::for_each_in)) sorts what it visits (snapshots and
+/// reopen scans, not the per-record path).
 #[derive(Debug, Default, Clone)]
 pub struct InMemoryBytesStore {
-    map: BTreeMap<Bytes, Bytes>,
+    groups: FastMap<Bytes, Group>,
+    short: BTreeMap<Bytes, Bytes>,
+    len: usize,
     bytes: usize,
 }
 
@@ -110,27 +158,96 @@ impl InMemoryBytesStore {
     fn entry_bytes(key: &[u8], value: &[u8]) -> usize {
         key.len() + value.len() + IN_MEMORY_ENTRY_OVERHEAD
     }
+
+    fn prefix_of(key: &[u8]) -> Option<&[u8]> {
+        key.len().checked_sub(GROUP_SUFFIX_LEN).map(|n| &key[..n])
+    }
+
+    fn removed(&mut self, key: &[u8], old: &Option<Bytes>) {
+        if let Some(v) = old {
+            self.bytes -= Self::entry_bytes(key, v);
+            self.len -= 1;
+        }
+    }
+}
+
+fn in_bounds(key: &[u8], lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
+    let above = match lo {
+        Bound::Unbounded => true,
+        Bound::Included(l) => key >= l,
+        Bound::Excluded(l) => key > l,
+    };
+    above
+        && match hi {
+            Bound::Unbounded => true,
+            Bound::Included(h) => key <= h,
+            Bound::Excluded(h) => key < h,
+        }
 }
 
 impl ByteKeyValueStore for InMemoryBytesStore {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.map.get(key).cloned())
+        let Some(prefix) = Self::prefix_of(key) else {
+            return Ok(self.short.get(key).cloned());
+        };
+        Ok(self.groups.get(prefix).and_then(|g| {
+            g.binary_search_by(|(k, _)| k[..].cmp(key))
+                .ok()
+                .map(|i| g[i].1.clone())
+        }))
     }
 
     fn put(&mut self, key: Bytes, value: Bytes) -> Result<(), StoreError> {
-        let added = Self::entry_bytes(&key, &value);
-        if let Some(old) = self.map.insert(key.clone(), value) {
-            self.bytes -= Self::entry_bytes(&key, &old);
+        let Some(prefix_len) = key.len().checked_sub(GROUP_SUFFIX_LEN) else {
+            let (k, v) = (key.clone(), value.clone());
+            let old = self.short.insert(key, value);
+            self.bytes += Self::entry_bytes(&k, &v);
+            match old {
+                Some(old) => self.bytes -= Self::entry_bytes(&k, &old),
+                None => self.len += 1,
+            }
+            return Ok(());
+        };
+        let (len, value_len) = (key.len(), value.len());
+        if !self.groups.contains_key(&key[..prefix_len]) {
+            self.groups.insert(key.slice(..prefix_len), Group::new());
         }
-        self.bytes += added;
+        let group = self
+            .groups
+            .get_mut(&key[..prefix_len])
+            .expect("group inserted above");
+        let old = match group.binary_search_by(|(k, _)| k[..].cmp(&key[..])) {
+            Ok(i) => Some(std::mem::replace(&mut group[i].1, value)),
+            Err(i) => {
+                group.insert(i, (key, value));
+                None
+            }
+        };
+        self.bytes += len + value_len + IN_MEMORY_ENTRY_OVERHEAD;
+        match old {
+            Some(old) => self.bytes -= len + old.len() + IN_MEMORY_ENTRY_OVERHEAD,
+            None => self.len += 1,
+        }
         Ok(())
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        let old = self.map.remove(key);
-        if let Some(v) = &old {
-            self.bytes -= Self::entry_bytes(key, v);
+        let Some(prefix) = Self::prefix_of(key) else {
+            let old = self.short.remove(key);
+            self.removed(key, &old);
+            return Ok(old);
+        };
+        let Some(group) = self.groups.get_mut(prefix) else {
+            return Ok(None);
+        };
+        let old = match group.binary_search_by(|(k, _)| k[..].cmp(key)) {
+            Ok(i) => Some(group.remove(i).1),
+            Err(_) => None,
+        };
+        if group.is_empty() {
+            self.groups.remove(prefix);
         }
+        self.removed(key, &old);
         Ok(old)
     }
 
@@ -143,20 +260,53 @@ impl ByteKeyValueStore for InMemoryBytesStore {
         if !bounds_non_empty(lo, hi) {
             return Ok(());
         }
-        for (k, v) in self.map.range::<[u8], _>((lo, hi)) {
+        let mut hits: Vec<(&Bytes, &Bytes)> = self
+            .groups
+            .values()
+            .flat_map(|g| g.iter().map(|(k, v)| (k, v)))
+            .filter(|(k, _)| in_bounds(k, lo, hi))
+            .collect();
+        hits.extend(self.short.range::<[u8], _>((lo, hi)));
+        hits.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in hits {
             visit(k, v);
         }
         Ok(())
     }
 
+    fn for_each_in_group(
+        &self,
+        prefix: &[u8],
+        suffix_len: usize,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        visit: &mut dyn FnMut(&Bytes, &Bytes),
+    ) -> Result<(), StoreError> {
+        if suffix_len != GROUP_SUFFIX_LEN {
+            return self.for_each_in(lo, hi, &mut |k, v| {
+                if k.len() == prefix.len() + suffix_len && k.starts_with(prefix) {
+                    visit(k, v);
+                }
+            });
+        }
+        if let Some(group) = self.groups.get(prefix) {
+            for (k, v) in group.iter().filter(|(k, _)| in_bounds(k, lo, hi)) {
+                visit(k, v);
+            }
+        }
+        Ok(())
+    }
+
     fn clear(&mut self) -> Result<(), StoreError> {
-        self.map.clear();
+        self.groups.clear();
+        self.short.clear();
+        self.len = 0;
         self.bytes = 0;
         Ok(())
     }
 
     fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     fn approximate_bytes(&self) -> usize {
@@ -251,12 +401,63 @@ pub(crate) mod contract {
         assert_eq!(s.approximate_bytes(), empty);
     }
 
+    /// A key from `x`: two bytes, or a one- or two-byte prefix and a 16-byte suffix (so
+    /// stores that group keys by prefix see groups, short keys and shared prefixes).
+    fn model_key(x: u32) -> Bytes {
+        let (a, b) = ((x >> 8) as u8 % 16, (x >> 16) as u8 % 4);
+        match (x >> 24) % 3 {
+            0 => Bytes::from(vec![a, b]),
+            n => {
+                let mut k = vec![a; n as usize];
+                k.extend_from_slice(&[b; 15]);
+                k.push((x >> 4) as u8 % 4);
+                Bytes::from(k)
+            }
+        }
+    }
+
+    pub fn group_scan_matches_filtered_range<S: ByteKeyValueStore>(mut s: S) {
+        let mut x: u32 = 777;
+        for _ in 0..1500 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            s.put(model_key(x), Bytes::from(x.to_be_bytes().to_vec()))
+                .unwrap();
+        }
+        let all = s.scan_all().unwrap();
+        for prefix in [&[][..], &[3], &[3, 3], &[9, 9]] {
+            for (lo, hi) in [
+                (Bound::Unbounded, Bound::Unbounded),
+                (
+                    Bound::Included(&[3, 3, 1][..]),
+                    Bound::Excluded(&[3, 3, 2, 2][..]),
+                ),
+                (Bound::Excluded(&[3][..]), Bound::Included(&[9][..])),
+            ] {
+                let mut got = Vec::new();
+                s.for_each_in_group(prefix, 16, lo, hi, &mut |k, v| {
+                    got.push((k.clone(), v.clone()))
+                })
+                .unwrap();
+                let want: Vec<(Bytes, Bytes)> = all
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.len() == prefix.len() + 16
+                            && k.starts_with(prefix)
+                            && in_bounds(k, lo, hi)
+                    })
+                    .cloned()
+                    .collect();
+                assert_eq!(got, want, "prefix {prefix:?}, bounds {lo:?}..{hi:?}");
+            }
+        }
+    }
+
     pub fn matches_btreemap_model<S: ByteKeyValueStore>(mut s: S) {
         let mut model = BTreeMap::new();
         let mut x: u32 = 12345;
         for _ in 0..2000 {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let key = Bytes::from(vec![(x >> 8) as u8 % 16, (x >> 16) as u8 % 4]);
+            let key = model_key(x);
             if x.is_multiple_of(3) {
                 assert_eq!(s.delete(&key).unwrap(), model.remove(&key));
             } else {
@@ -265,9 +466,19 @@ pub(crate) mod contract {
                 model.insert(key, v);
             }
         }
-        let want: Vec<(Bytes, Bytes)> = model.into_iter().collect();
+        let want: Vec<(Bytes, Bytes)> = model.clone().into_iter().collect();
         assert_eq!(s.scan_all().unwrap(), want);
         assert_eq!(s.len(), want.len());
+        for (lo, hi) in [
+            (&[1u8][..], &[3u8, 3][..]),
+            (&[2, 2, 2][..], &[2, 2, 2, 3][..]),
+        ] {
+            let want: Vec<(Bytes, Bytes)> = model
+                .range::<[u8], _>((Bound::Included(lo), Bound::Excluded(hi)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(s.range(lo, hi).unwrap(), want);
+        }
     }
 }
 
@@ -304,6 +515,10 @@ macro_rules! byte_store_contract_tests {
             #[test]
             fn approximate_bytes_tracks_contents() {
                 contract::approximate_bytes_tracks_contents(($make)());
+            }
+            #[test]
+            fn group_scan_matches_filtered_range() {
+                contract::group_scan_matches_filtered_range(($make)());
             }
             #[test]
             fn matches_btreemap_model() {

@@ -99,10 +99,12 @@ struct Slot {
     size: usize,
 }
 
-/// Counters of one cache.
+/// Counters of one cache. Plain counters: the store layer does not depend on a metrics
+/// crate; the runtime reads them and publishes them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CacheMetrics {
-    /// Lookups answered by the cache.
+    /// Lookups answered by the cache: a [`get`](NamedCache::get) that found the key, or a
+    /// range lookup the caller [recorded](NamedCache::record_lookup) as answered.
     pub hits: u64,
     /// Lookups that missed.
     pub misses: u64,
@@ -110,6 +112,8 @@ pub struct CacheMetrics {
     pub evictions: u64,
     /// Flushes triggered by evicting a dirty entry.
     pub eviction_flushes: u64,
+    /// Flushes asked for by the caller ([`flush`](NamedCache::flush): a commit or a close).
+    pub commit_flushes: u64,
 }
 
 /// The cache of one store: entries ordered by key (for range reads), an LRU order and a
@@ -193,6 +197,16 @@ impl NamedCache {
                 self.metrics.misses += 1;
                 None
             }
+        }
+    }
+
+    /// Counts a lookup the caller answered from [`range`](Self::range) (which counts
+    /// nothing itself): a hit when the cache held what was looked for.
+    pub fn record_lookup(&mut self, hit: bool) {
+        if hit {
+            self.metrics.hits += 1;
+        } else {
+            self.metrics.misses += 1;
         }
     }
 
@@ -306,6 +320,11 @@ impl NamedCache {
     /// Drains every dirty entry in dirty order and marks it clean. Clean tombstones are
     /// then dropped from the cache.
     pub fn flush(&mut self) -> Vec<DirtyEntry> {
+        self.metrics.commit_flushes += 1;
+        self.drain_dirty()
+    }
+
+    fn drain_dirty(&mut self) -> Vec<DirtyEntry> {
         let order = std::mem::take(&mut self.dirty);
         let mut out = Vec::with_capacity(order.len());
         for (_, key) in order {
@@ -340,7 +359,7 @@ impl NamedCache {
             let eldest = eldest.clone();
             if self.entries.get(&eldest).is_some_and(|s| s.entry.dirty) {
                 self.metrics.eviction_flushes += 1;
-                let flushed = self.flush();
+                let flushed = self.drain_dirty();
                 on_flush(flushed);
             }
             if self.evict_key(&eldest).is_some() {
@@ -471,6 +490,16 @@ mod tests {
         assert_eq!(c.len(), 3);
         assert_eq!(c.dirty_len(), 0);
         assert_eq!(c.metrics().eviction_flushes, 1);
+        assert_eq!(
+            c.metrics().commit_flushes,
+            0,
+            "an eviction flush is not a commit's"
+        );
+        c.flush();
+        assert_eq!(
+            (c.metrics().commit_flushes, c.metrics().eviction_flushes),
+            (1, 1)
+        );
     }
 
     #[test]

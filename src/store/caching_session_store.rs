@@ -283,7 +283,9 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         Ok(out)
     }
 
-    /// [`find_sessions`](Self::find_sessions) into a reused buffer (cleared first). Once
+    /// [`find_sessions`](Self::find_sessions) into a reused buffer (cleared first). Counts
+    /// a cache hit when the cache held any of the sessions found (a tombstone included),
+    /// a miss otherwise. Once
     /// the store's scratch buffers have grown, allocates only the `Bytes` handles it returns
     /// (reference counts, no copies).
     pub fn find_sessions_into(
@@ -306,9 +308,12 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         let inner_hits = &mut self.inner_hits;
         inner_hits.clear();
         let inner = &self.inner;
-        inner
-            .store
-            .for_each_in(Bound::Included(lo), Bound::Excluded(hi), &mut |k, v| {
+        inner.store.for_each_in_group(
+            key,
+            session_schema::SUFFIX_LEN,
+            Bound::Included(lo),
+            Bound::Excluded(hi),
+            &mut |k, v| {
                 if let Some((start, end)) = matching(k) {
                     if !inner.is_expired(end) {
                         inner_hits.push(StoredSession {
@@ -319,12 +324,15 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
                         });
                     }
                 }
-            })?;
+            },
+        )?;
         let mut inner_iter = inner_hits.drain(..).peekable();
+        let mut cached = false;
         for (k, entry) in self.cache.range(lo, hi) {
             let Some((start, end)) = matching(k) else {
                 continue;
             };
+            cached = true;
             while let Some(s) = inner_iter.next_if(|s| s.key < *k) {
                 out.push(s);
             }
@@ -339,6 +347,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             }
         }
         out.extend(inner_iter);
+        self.cache.record_lookup(cached);
         Ok(())
     }
 

@@ -93,6 +93,11 @@ impl JavaApp {
             .any(|l| l.contains(needle))
     }
 
+    /// The app's process id (the java process: `scripts/java-streams` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
     /// The last lines of the app's output, for failure messages.
     pub fn tail(&self) -> String {
         let lines = self.output.lock().expect("output lock");

@@ -471,3 +471,16 @@ fn restore_skips_expired_and_reopen_indexes_existing_sessions() {
     )
     .is_err());
 }
+
+#[test]
+fn find_sessions_counts_a_hit_only_when_the_cache_held_a_session_of_the_key() {
+    let mut s = store();
+    s.put(session_key(b"k", 0, 10), b(b"v"), ctx()).unwrap();
+    s.put_inner(session_key(b"j", 0, 10), b(b"w")).unwrap();
+    s.find_sessions(b"k", 0, 100).unwrap();
+    s.find_sessions(b"j", 0, 100).unwrap();
+    s.find_sessions(b"x", 0, 100).unwrap();
+    s.find_sessions(b"kk", 0, 100).unwrap();
+    let m = s.cache().metrics();
+    assert_eq!((m.hits, m.misses), (1, 3), "only k's session was cached");
+}
