@@ -6,10 +6,11 @@
 //! transaction. A commit the group refuses, or a transaction that must be aborted, is handed
 //! back to the task manager, which loses the tasks and rejoins.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, warn};
 
+use super::eos::Transactions;
 use super::error::RuntimeError;
 use super::manager::CommitFailure;
 use super::metrics;
@@ -43,8 +44,8 @@ impl Runtime {
             if records.is_empty() {
                 continue;
             }
-            if let Some(txn) = self.txn.as_mut() {
-                txn.begin(self.producer.producer())?;
+            if !self.begin_transaction()? {
+                return Ok(());
             }
             produced += records.len() as u64;
             self.forward(*p, &records).await?;
@@ -200,19 +201,72 @@ impl Runtime {
                 self.committed(offsets.len());
                 Ok(())
             }
-            Err(RuntimeError::Transaction {
+            Err(e) => self.transaction_failed(e),
+        }
+    }
+
+    /// Begins the transaction (exactly-once) unless one is open. `false` when it failed and
+    /// the tasks are being closed dirty: nothing may be produced for them.
+    pub(super) fn begin_transaction(&mut self) -> Result<bool, RuntimeError> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Ok(true);
+        };
+        match txn.begin(self.producer.producer()) {
+            Ok(()) => Ok(true),
+            Err(e) => self.transaction_failed(e).map(|()| false),
+        }
+    }
+
+    /// A failed transaction. An abortable one is aborted; a fatal one means this worker's
+    /// transactional id was fenced (by the member that took its tasks over while this one was
+    /// paused or cut off), so the producer is replaced, as Kafka Streams does. Either way the
+    /// tasks are closed dirty and the member rejoins. Any other error stops the worker.
+    fn transaction_failed(&mut self, e: RuntimeError) -> Result<(), RuntimeError> {
+        match e {
+            RuntimeError::Transaction {
                 abortable: true,
                 message,
                 ..
-            }) => {
-                tracing::warn!(%message, "transaction failed: aborting it, closing the tasks dirty and rejoining");
-                self.cycle_started = None;
-                self.manager
-                    .handle_commit_result(Instant::now(), Err(CommitFailure::Aborted));
-                Ok(())
+            } => {
+                warn!(%message, "transaction failed: aborting it, closing the tasks dirty and rejoining");
             }
-            Err(e) => Err(e),
+            RuntimeError::Transaction {
+                fatal: true,
+                message,
+                ..
+            } => {
+                warn!(%message, "the transactional producer was fenced: replacing it, closing the tasks dirty and rejoining");
+                self.renew_producer()?;
+            }
+            e => return Err(e),
         }
+        self.awaiting.clear();
+        self.cycle_started = None;
+        if self.manager.has_cycle() {
+            self.manager
+                .handle_commit_result(Instant::now(), Err(CommitFailure::Aborted));
+        } else {
+            self.manager.handle_transaction_failed(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn renew_producer(&mut self) -> Result<(), RuntimeError> {
+        let Some(config) = self.txn_config.as_ref() else {
+            return Ok(());
+        };
+        self.producer
+            .renew(config)
+            .map_err(|source| RuntimeError::Client {
+                what: "producer",
+                source,
+            })?;
+        self.txn = Some(Transactions::init(
+            self.producer.producer(),
+            &self.config.application_id,
+            Duration::from_secs(60),
+        )?);
+        Ok(())
     }
 
     /// A cycle ended; its latency is recorded when it committed offsets.

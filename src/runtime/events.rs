@@ -283,12 +283,12 @@ impl Runtime {
             debug!(partition = p, "record of a task not running");
             return Ok(());
         }
+        if !self.tasks.contains_key(&p) || !self.begin_transaction()? {
+            return Ok(());
+        }
         let Some(task) = self.tasks.get_mut(&p) else {
             return Ok(());
         };
-        if let Some(txn) = self.txn.as_mut() {
-            txn.begin(self.producer.producer())?;
-        }
         let timestamp = msg.timestamp().to_millis().unwrap_or(-1);
         let before = task.metrics();
         match task.process(msg.key(), msg.payload(), msg.offset(), timestamp) {

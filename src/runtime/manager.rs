@@ -138,6 +138,11 @@ impl TaskManager {
         })
     }
 
+    /// Whether a commit cycle is under way.
+    pub fn has_cycle(&self) -> bool {
+        self.cycle.is_some()
+    }
+
     pub fn running_count(&self) -> usize {
         self.tasks
             .values()
@@ -341,6 +346,13 @@ impl TaskManager {
             }
             Err(_) => self.lose_all(true),
         }
+    }
+
+    /// The transaction failed outside a commit (its producer was fenced, or it must be
+    /// aborted): every task is closed dirty and the member rejoins, as after a refused commit.
+    pub fn handle_transaction_failed(&mut self, now: Instant) {
+        self.now = now;
+        self.lose_all(true);
     }
 
     /// Timers: the commit interval, and dormant stores past `state.cleanup.delay.ms`.

@@ -122,6 +122,21 @@ impl RecordProducer {
         })
     }
 
+    /// Replaces this producer by a new one built from `config` (its transactional id was
+    /// fenced): fresh delivery counts, the same topics and partitions.
+    pub(super) fn renew(&mut self, config: &ClientConfig) -> Result<(), KafkaError> {
+        let changelog = self.deliveries.changelog_partitions as i32;
+        let output = self.sent.len() as i32 - changelog;
+        *self = Self::new(
+            config,
+            self.changelog_topic.clone(),
+            changelog,
+            self.output_topic.clone(),
+            output,
+        )?;
+        Ok(())
+    }
+
     pub(super) fn producer(&self) -> &ThreadedProducer<DeliveryContext> {
         &self.producer
     }
