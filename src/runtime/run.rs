@@ -97,6 +97,18 @@ pub(super) struct Runtime {
 /// How often the loop logs its throughput.
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// librdkafka's `topic.metadata.refresh.interval.ms` for the input consumer (its default is
+/// 5 minutes). After a leader epoch change (a broker fenced by its controller, as when it is
+/// paused past its broker session) librdkafka validates each fetch position (KIP-320) and
+/// fetches no more from a partition until that validation succeeds. A validation that finds
+/// no leader returns without a retry timer ("Retrying when available", rdkafka_offset.c):
+/// only a metadata update for the topic restarts it (a partition still in
+/// validate-epoch-wait is revalidated on every update, rdkafka_topic.c), and once every
+/// partition has a leader the only update left is the periodic refresh. Every 5 s bounds such
+/// a stall to seconds, for one Metadata request per worker; a
+/// `kafka.topic.metadata.refresh.interval.ms` setting overrides it.
+const INPUT_METADATA_REFRESH_MS: &str = "5000";
+
 fn client_config(config: &RuntimeConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.bootstrap);
@@ -178,7 +190,18 @@ pub async fn run(
     } else {
         None
     };
-    let consumer: StreamConsumer = client_config(&config)
+    let mut consumer_cfg = client_config(&config);
+    if !config
+        .kafka
+        .pairs()
+        .any(|(k, _)| k == "topic.metadata.refresh.interval.ms")
+    {
+        consumer_cfg.set(
+            "topic.metadata.refresh.interval.ms",
+            INPUT_METADATA_REFRESH_MS,
+        );
+    }
+    let consumer: StreamConsumer = consumer_cfg
         .set(
             "group.id",
             format!("{}-kstate-input", config.application_id),
