@@ -165,7 +165,7 @@ pub async fn worker_pause() -> anyhow::Result<()> {
 
 /// Workers join and leave (SIGTERM) every 1–3 s for `STORM` while input flows.
 pub async fn rebalance_storm(seed: u64) -> anyhow::Result<()> {
-    const STORM: Duration = Duration::from_secs(35);
+    const STORM: Duration = Duration::from_secs(60);
     const SLOTS: usize = 3;
     let bootstrap = common::broker();
     let mut rng = Rng::new(seed);
