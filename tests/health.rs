@@ -10,10 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use common::http::{get, http_addr, ANY_PORT};
-use common::worker::{click_stream, produce, Worker};
-use kstate::changelog::{create_changelog_topic, producer_config, ChangelogSink, ChangelogWriter};
-use kstate::store::session_schema::session_key;
-use rdkafka::producer::FutureProducer;
+use common::worker::{click_stream, produce, write_earlier_changelog, Worker};
 use serde_json::Value;
 
 const PARTITIONS: i32 = 2;
@@ -57,28 +54,9 @@ async fn readyz_turns_ready_when_the_restore_ends_and_status_shows_each_task() -
     common::create_topic(&bootstrap, &output, PARTITIONS, &[]).await?;
 
     // A changelog as an earlier owner left it: 10,000 sessions per partition, each updated
-    // 20 times.
+    // CHANGELOG_RECORDS / 10,000 times, keys apart from the input's.
     let changelog = format!("{app}-counts-changelog");
-    create_changelog_topic(
-        &common::admin(&bootstrap),
-        &changelog,
-        PARTITIONS,
-        Duration::from_secs(3_600),
-        &[],
-    )
-    .await?;
-    let producer: FutureProducer = producer_config(&bootstrap, &[]).create()?;
-    let base = common::now_ms() - 7_200_000;
-    for p in 0..PARTITIONS {
-        let mut writer = ChangelogWriter::new(producer.clone(), changelog.clone(), p);
-        for i in 0..CHANGELOG_RECORDS {
-            let key = session_key(format!("old-{p}-{}", i % 10_000).as_bytes(), base, base + 1);
-            writer
-                .send(&key, Some(&(i / 10_000 + 1).to_be_bytes()), base + 1)
-                .await?;
-        }
-        writer.flush().await?;
-    }
+    write_earlier_changelog(&bootstrap, &changelog, PARTITIONS, CHANGELOG_RECORDS).await?;
     // Input for both partitions, so that each task has a position and a lag to report.
     let clicks = click_stream(20, 3, common::now_ms() - 600_000, GAP, GRACE, false, 7);
     produce(&bootstrap, &input, PARTITIONS, &clicks).await?;

@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::worker::{
-    click_stream, compacted, produce, read_topic, reference_by_partition, Worker,
+    click_stream, compacted, produce, read_topic, reference_by_partition, write_earlier_changelog,
+    Worker,
 };
-use kstate::changelog::{create_changelog_topic, producer_config, ChangelogSink, ChangelogWriter};
-use kstate::store::session_schema::session_key;
-use rdkafka::producer::FutureProducer;
 
 const PARTITIONS: i32 = 4;
 const GAP: i64 = 10_000;
@@ -30,30 +28,10 @@ async fn a_rebalance_mid_restore_cancels_it_and_hands_the_tasks_over() -> anyhow
     common::create_topic(&bootstrap, &input, PARTITIONS, &[]).await?;
     common::create_topic(&bootstrap, &output, PARTITIONS, &[]).await?;
 
-    // A long changelog, written as an earlier owner would have: 10,000 sessions per
-    // partition, each updated 25 times, keys apart from the input's.
+    // A changelog as an earlier owner left it: 10,000 sessions per partition, each updated
+    // CHANGELOG_RECORDS / 10,000 times, keys apart from the input's.
     let changelog = format!("{app}-counts-changelog");
-    let admin = common::admin(&bootstrap);
-    create_changelog_topic(
-        &admin,
-        &changelog,
-        PARTITIONS,
-        Duration::from_secs(3_600),
-        &[],
-    )
-    .await?;
-    let producer: FutureProducer = producer_config(&bootstrap, &[]).create()?;
-    let base = common::now_ms() - 7_200_000;
-    for p in 0..PARTITIONS {
-        let mut writer = ChangelogWriter::new(producer.clone(), changelog.clone(), p);
-        for i in 0..CHANGELOG_RECORDS {
-            let key = session_key(format!("old-{p}-{}", i % 10_000).as_bytes(), base, base + 1);
-            writer
-                .send(&key, Some(&(i / 10_000 + 1).to_be_bytes()), base + 1)
-                .await?;
-        }
-        writer.flush().await?;
-    }
+    write_earlier_changelog(&bootstrap, &changelog, PARTITIONS, CHANGELOG_RECORDS).await?;
 
     let settings = |name: &str| {
         vec![

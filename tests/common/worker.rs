@@ -389,3 +389,40 @@ pub fn click_stream(
     }
     clicks
 }
+
+/// Writes a changelog as an earlier owner of the store would have left it, two hours old:
+/// per partition, `records` updates of 10,000 sessions (`old-<partition>-<n>`, each updated
+/// `records / 10,000` times, the count as value), keys apart from any input's.
+pub async fn write_earlier_changelog(
+    bootstrap: &str,
+    changelog: &str,
+    partitions: i32,
+    records: i64,
+) -> anyhow::Result<()> {
+    use kstate::changelog::{
+        create_changelog_topic, producer_config, ChangelogSink, ChangelogWriter,
+    };
+    use kstate::store::session_schema::session_key;
+
+    create_changelog_topic(
+        &super::admin(bootstrap),
+        changelog,
+        partitions,
+        Duration::from_secs(3_600),
+        &[],
+    )
+    .await?;
+    let producer: FutureProducer = producer_config(bootstrap, &[]).create()?;
+    let base = super::now_ms() - 7_200_000;
+    for p in 0..partitions {
+        let mut writer = ChangelogWriter::new(producer.clone(), changelog.to_string(), p);
+        for i in 0..records {
+            let key = session_key(format!("old-{p}-{}", i % 10_000).as_bytes(), base, base + 1);
+            writer
+                .send(&key, Some(&(i / 10_000 + 1).to_be_bytes()), base + 1)
+                .await?;
+        }
+        writer.flush().await?;
+    }
+    Ok(())
+}
