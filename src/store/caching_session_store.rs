@@ -147,10 +147,10 @@ impl<S: ByteKeyValueStore> Inner<S> {
     }
 
     /// Java's segmented `put(key, null)`: advance the clock, then delete.
-    fn delete(&mut self, key: &[u8], end: i64) -> Result<(), StoreError> {
+    fn delete(&mut self, key: Bytes, end: i64) -> Result<(), StoreError> {
         self.observe(end)?;
-        if self.store.delete(key)?.is_some() && self.retention_ms.is_some() {
-            self.by_end.remove(&(end, Bytes::copy_from_slice(key)));
+        if self.store.delete(&key)?.is_some() && self.retention_ms.is_some() {
+            self.by_end.remove(&(end, key));
         }
         Ok(())
     }
@@ -164,6 +164,8 @@ pub struct CachingSessionStore<S: ByteKeyValueStore = InMemoryBytesStore> {
     /// Reused by `find_sessions_into`: the two range bounds, and the inner store's hits.
     bounds: Vec<u8>,
     inner_hits: Vec<StoredSession>,
+    /// Reused by `flush_with_old`: the cache's dirty entries.
+    dirty_buf: Vec<DirtyEntry>,
 }
 
 impl<S: ByteKeyValueStore> CachingSessionStore<S> {
@@ -180,6 +182,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             evicted: Vec::new(),
             bounds: Vec::new(),
             inner_hits: Vec::new(),
+            dirty_buf: Vec::new(),
         }
     }
 
@@ -328,7 +331,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         )?;
         let mut inner_iter = inner_hits.drain(..).peekable();
         let mut cached = false;
-        for (k, entry) in self.cache.range(lo, hi) {
+        for (k, entry) in self.cache.range_in_group(key, lo, hi) {
             let Some((start, end)) = matching(k) else {
                 continue;
             };
@@ -398,7 +401,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             .iter()
             .map(|k| (k.clone(), None))
             .chain(std::iter::once((merged, Some(value))));
-        cache.put_all(entries, context, &mut |dirty: Vec<DirtyEntry>| {
+        cache.put_all(entries, context, &mut |dirty: &mut Vec<DirtyEntry>| {
             if failure.is_none() {
                 failure = write_through(inner, dirty, evicted).err();
             }
@@ -429,10 +432,14 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
     /// skipped. On error the task must be failed: entries after the failing one are lost
     /// from the cache and must be restored from the changelog.
     pub fn flush_with_old(&mut self) -> Result<Vec<FlushedEntry>, StoreError> {
-        let dirty = self.cache.flush();
+        let mut dirty = std::mem::take(&mut self.dirty_buf);
+        self.cache.flush_into(&mut dirty);
         let mut out = std::mem::take(&mut self.evicted);
         out.reserve(dirty.len());
-        write_through(&mut self.inner, dirty, &mut out)?;
+        let written = write_through(&mut self.inner, &mut dirty, &mut out);
+        dirty.clear();
+        self.dirty_buf = dirty;
+        written?;
         Ok(out)
     }
 
@@ -463,7 +470,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
     pub fn delete_inner(&mut self, key: &[u8]) -> Result<(), StoreError> {
         let end = session_schema::session_end_of(key)?;
         self.drop_clean(key);
-        self.inner.delete(key, end)
+        self.inner.delete(Bytes::copy_from_slice(key), end)
     }
 
     /// Empties the cache (dirty entries included), the inner store, the eviction queue and
@@ -490,7 +497,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             evicted,
             ..
         } = self;
-        cache.put(key, value, context, &mut |dirty: Vec<DirtyEntry>| {
+        cache.put(key, value, context, &mut |dirty: &mut Vec<DirtyEntry>| {
             if failure.is_none() {
                 failure = write_through(inner, dirty, evicted).err();
             }
@@ -539,10 +546,10 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 /// docs/DESIGN.md §4.
 fn write_through<S: ByteKeyValueStore>(
     inner: &mut Inner<S>,
-    dirty: Vec<DirtyEntry>,
+    dirty: &mut Vec<DirtyEntry>,
     out: &mut Vec<FlushedEntry>,
 ) -> Result<(), StoreError> {
-    for (key, entry) in dirty {
+    for (key, entry) in dirty.drain(..) {
         let end = session_schema::session_end_of(&key)?;
         let old = inner.get(&key, end)?;
         if entry.value.is_none() && old.is_none() {
@@ -550,7 +557,7 @@ fn write_through<S: ByteKeyValueStore>(
         }
         match &entry.value {
             Some(v) => inner.put(key.clone(), end, v.clone())?,
-            None => inner.delete(&key, end)?,
+            None => inner.delete(key.clone(), end)?,
         }
         let at = if entry.value.is_some() {
             let replaced = out
