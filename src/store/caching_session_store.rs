@@ -53,6 +53,7 @@
 //! [`session_schema`]: crate::store::session_schema
 
 use std::collections::BTreeSet;
+use std::hash::BuildHasher;
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -95,8 +96,29 @@ struct Inner<S> {
     store: S,
     retention_ms: Option<i64>,
     observed_end: Option<i64>,
-    /// `(end, key)` of every stored session, kept only with a retention.
-    by_end: BTreeSet<(i64, Bytes)>,
+    /// Every stored session by end, kept only with a retention.
+    by_end: BTreeSet<Expiry>,
+}
+
+/// An entry of the expiry index: ordered by end, then by a hash of the key, so sessions
+/// with the same end (a restored batch, a burst) are told apart without comparing key
+/// bytes; the key breaks the rare tie. Which of several sessions with one end expires
+/// first is not observable: they expire at the same clock.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Expiry {
+    end: i64,
+    hash: u64,
+    key: Bytes,
+}
+
+impl Expiry {
+    fn new(end: i64, key: Bytes) -> Self {
+        Self {
+            end,
+            hash: foldhash::fast::FixedState::with_seed(0).hash_one(&key[..]),
+            key,
+        }
+    }
 }
 
 impl<S: ByteKeyValueStore> Inner<S> {
@@ -118,9 +140,9 @@ impl<S: ByteKeyValueStore> Inner<S> {
         let Some(horizon) = self.horizon() else {
             return Ok(());
         };
-        while self.by_end.first().is_some_and(|(e, _)| *e <= horizon) {
-            if let Some((_, key)) = self.by_end.pop_first() {
-                self.store.delete(&key)?;
+        while self.by_end.first().is_some_and(|e| e.end <= horizon) {
+            if let Some(e) = self.by_end.pop_first() {
+                self.store.delete(&e.key)?;
             }
         }
         Ok(())
@@ -141,7 +163,7 @@ impl<S: ByteKeyValueStore> Inner<S> {
             return Ok(());
         }
         if self.retention_ms.is_some() {
-            self.by_end.insert((end, key.clone()));
+            self.by_end.insert(Expiry::new(end, key.clone()));
         }
         self.store.put(key, value)
     }
@@ -150,7 +172,7 @@ impl<S: ByteKeyValueStore> Inner<S> {
     fn delete(&mut self, key: Bytes, end: i64) -> Result<(), StoreError> {
         self.observe(end)?;
         if self.store.delete(&key)?.is_some() && self.retention_ms.is_some() {
-            self.by_end.remove(&(end, key));
+            self.by_end.remove(&Expiry::new(end, key));
         }
         Ok(())
     }
@@ -211,7 +233,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             .store
             .for_each_in(Bound::Unbounded, Bound::Unbounded, &mut |k, _| {
                 if let Ok(d) = session_schema::decode(k) {
-                    index.insert((d.end, k.clone()));
+                    index.insert(Expiry::new(d.end, k.clone()));
                     max_end = max_end.max(Some(d.end));
                 }
             })?;
@@ -246,7 +268,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 
     /// Approximate bytes held: inner store, cache and expiry index.
     pub fn approximate_bytes(&self) -> usize {
-        const INDEX_ENTRY: usize = 56;
+        const INDEX_ENTRY: usize = 64;
         self.inner.store.approximate_bytes()
             + self.cache.size_bytes()
             + self.inner.by_end.len() * INDEX_ENTRY
