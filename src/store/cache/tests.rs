@@ -143,3 +143,57 @@ fn inverted_range_is_empty() {
     assert_eq!(c.range(b"z", b"a").count(), 0);
     assert_eq!(c.range(b"a", b"z").count(), 1);
 }
+
+/// A key from `x`: short, or a one- or two-byte prefix and a 16-byte suffix, so groups,
+/// the short keys' group and prefixes of each other all occur.
+fn model_key(x: u32) -> Bytes {
+    let (a, b) = ((x >> 8) as u8 % 4, (x >> 16) as u8 % 4);
+    match (x >> 24) % 3 {
+        0 => Bytes::from(vec![a, b]),
+        n => {
+            let mut key = vec![a; n as usize];
+            key.extend_from_slice(&[b; 15]);
+            key.push((x >> 4) as u8 % 4);
+            Bytes::from(key)
+        }
+    }
+}
+
+#[test]
+fn group_ranges_and_scans_match_a_model_through_puts_flushes_and_evictions() {
+    let mut c = NamedCache::new("s", CacheBudget::new(40 * one_entry_size("a", "v")));
+    let mut model: std::collections::BTreeMap<Bytes, Option<Bytes>> = Default::default();
+    let mut x: u32 = 99;
+    for step in 0..3000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let key = model_key(x);
+        let value = (x % 5 != 0).then(|| Bytes::from(x.to_be_bytes().to_vec()));
+        c.put(key, value, ctx(step), &mut |d| d.clear());
+        if step % 97 == 0 {
+            c.flush();
+        }
+        model.clear();
+        model.extend(c.iter().map(|(k, e)| (k.clone(), e.value.clone())));
+        let keys: Vec<&Bytes> = model.keys().collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "iter is key-ordered");
+        for prefix in [&[1u8][..], &[2, 2], &[]] {
+            let (lo, hi) = (&[1u8, 1][..], &[3u8][..]);
+            let got: Vec<&Bytes> = c.range_in_group(prefix, lo, hi).map(|(k, _)| k).collect();
+            let want: Vec<&Bytes> = keys
+                .iter()
+                .copied()
+                .filter(|k| k.len() == prefix.len() + 16 && k.starts_with(prefix))
+                .filter(|k| &k[..] >= lo && &k[..] < hi)
+                .collect();
+            assert_eq!(got, want, "prefix {prefix:?} at step {step}");
+        }
+        assert_eq!(c.len(), model.len());
+        assert_eq!(
+            c.size_bytes(),
+            c.iter()
+                .map(|(k, e)| entry_size(k, e.value.as_ref(), &e.context))
+                .sum::<usize>()
+        );
+    }
+    assert!(c.metrics().evictions > 0);
+}
