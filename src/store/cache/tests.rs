@@ -167,9 +167,9 @@ fn group_ranges_and_scans_match_a_model_through_puts_flushes_and_evictions() {
     for step in 0..3000 {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
         let key = model_key(x);
-        let value = (x % 5 != 0).then(|| Bytes::from(x.to_be_bytes().to_vec()));
+        let value = (!x.is_multiple_of(5)).then(|| Bytes::from(x.to_be_bytes().to_vec()));
         c.put(key, value, ctx(step), &mut |d| d.clear());
-        if step % 97 == 0 {
+        if step.is_multiple_of(97) {
             c.flush();
         }
         model.clear();
