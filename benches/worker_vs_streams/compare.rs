@@ -17,8 +17,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::worker::{partition_of, Click};
 
-/// A compacted view: `(key, start, end) -> count`.
-pub type View = BTreeMap<(String, i64, i64), i64>;
+/// A session: `(key, start, end)`.
+pub type Session = (String, i64, i64);
+
+/// A compacted view: session -> count.
+pub type View = BTreeMap<Session, i64>;
 
 /// What [`compare`] found.
 #[derive(Debug, Default)]
@@ -30,7 +33,7 @@ pub struct Comparison {
     /// Sessions compared (the union of both views' sessions outside the regions).
     pub compared_sessions: usize,
     /// Compared sessions missing from one view or with a different count.
-    pub differing: Vec<((String, i64, i64), Option<i64>, Option<i64>)>,
+    pub differing: Vec<(Session, Option<i64>, Option<i64>)>,
     /// Sessions that differ in all, timing-dependent ones included (for information).
     pub differing_all: usize,
 }
