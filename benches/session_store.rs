@@ -116,11 +116,11 @@ fn per_record(c: &mut Criterion) {
             let mut store = populated(n);
             let mut keys = Keys { x: 0x9E37_79B9, n };
             let names: Vec<String> = (0..n).map(user).collect();
-            let mut found = Vec::new();
+            let mut scratch = Scratch::default();
             let mut t = T0;
             b.iter(|| {
                 t += 1;
-                raw_step(&mut store, &mut found, &names[keys.next() as usize], t);
+                raw_step(&mut store, &mut scratch, &names[keys.next() as usize], t);
             });
         });
         group.bench_with_input(BenchmarkId::new("aggregate_count", n), &n, |b, &n| {
@@ -229,9 +229,16 @@ fn report_allocations() {
     println!("allocations: aggregate step, {n} live sessions: {per:.2} per record");
 }
 
-/// One record of the raw store path: `find_sessions_into` of a key, `put` of the merged
-/// session and `remove` of the sessions it replaced, as the aggregate step does.
-fn raw_step(store: &mut CachingSessionStore, found: &mut Vec<StoredSession>, key: &str, t: i64) {
+/// Reused buffers of [`raw_step`]: the sessions found and the keys they are replaced by.
+#[derive(Default)]
+struct Scratch {
+    found: Vec<StoredSession>,
+    removed: Vec<Bytes>,
+}
+
+/// One record of the raw store path, as the aggregate step drives it: `find_sessions_into`
+/// of a key, then one `replace` that removes the sessions found and puts the merged one.
+fn raw_step(store: &mut CachingSessionStore, scratch: &mut Scratch, key: &str, t: i64) {
     thread_local! {
         static BASE: RecordContext = ctx(0, 0);
     }
@@ -242,19 +249,22 @@ fn raw_step(store: &mut CachingSessionStore, found: &mut Vec<StoredSession>, key
         c
     };
     store
-        .find_sessions_into(key.as_bytes(), t - GAP_MS, t + GAP_MS, found)
+        .find_sessions_into(key.as_bytes(), t - GAP_MS, t + GAP_MS, &mut scratch.found)
         .expect("find");
-    let start = found.first().map_or(t, |s| s.start.min(t));
+    let start = scratch.found.first().map_or(t, |s| s.start.min(t));
+    scratch.removed.clear();
+    scratch
+        .removed
+        .extend(scratch.found.drain(..).map(|s| s.key));
     store
-        .put(
+        .replace(
             session_key(key.as_bytes(), start, t),
             Bytes::from_static(&[0; 8]),
+            &scratch.removed,
             ctx(t, t),
         )
-        .expect("put");
-    for old in found.drain(..) {
-        store.remove(old.key, ctx(t, t)).expect("remove");
-    }
+        .expect("replace");
+    scratch.removed.clear();
     black_box(store.take_evicted().len());
 }
 
@@ -265,17 +275,17 @@ fn report_raw_allocations() {
     let mut store = populated(n);
     let mut keys = Keys { x: 0x9E37_79B9, n };
     let names: Vec<String> = (0..n).map(user).collect();
-    let mut found = Vec::new();
+    let mut scratch = Scratch::default();
     let mut t = T0;
     let records = if measuring() { 200_000 } else { 2_000 };
     for _ in 0..records {
         t += 1;
-        raw_step(&mut store, &mut found, &names[keys.next() as usize], t);
+        raw_step(&mut store, &mut scratch, &names[keys.next() as usize], t);
     }
     let before = ALLOCS.load(Ordering::Relaxed);
     for _ in 0..records {
         t += 1;
-        raw_step(&mut store, &mut found, &names[keys.next() as usize], t);
+        raw_step(&mut store, &mut scratch, &names[keys.next() as usize], t);
     }
     let per = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / records as f64;
     println!("allocations: find_sessions+put, {n} live sessions: {per:.2} per record");

@@ -1,16 +1,17 @@
 //! The Grafana dashboard (`ops/grafana/kstate.json`) queries only series a worker exports:
 //! a `kstate-worker` started against the real broker is scraped before it has a task, and
 //! every `kstate_*` name in every panel query must be in that scrape (series that only an
-//! event would create are registered when the worker starts).
+//! event would create are registered when the worker starts). And the cache series count:
+//! after a real run they are above zero.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use common::http::{get, http_addr, ANY_PORT};
-use common::worker::Worker;
+use common::worker::{click_stream, produce, Worker};
 use serde_json::Value;
 
 /// Every `kstate_*` metric name in a PromQL expression.
@@ -102,6 +103,82 @@ async fn every_metric_the_dashboard_queries_is_exported_from_the_start() -> anyh
     let exit = worker.terminate(Duration::from_secs(30))?;
     assert!(exit.success(), "{}", worker.tail());
     Ok(())
+}
+
+/// The cache counters reach `/metrics` once a worker has processed records: hits, misses,
+/// evictions (a cache of a few entries) and flushes by cause, each above zero.
+#[tokio::test]
+async fn cache_metrics_count_after_a_real_run() -> anyhow::Result<()> {
+    const GAP: i64 = 10_000;
+    let bootstrap = common::broker();
+    let app = common::unique("cache-metrics");
+    let (input, output) = (format!("{app}-clicks"), format!("{app}-counts"));
+    common::create_topic(&bootstrap, &input, 1, &[]).await?;
+    common::create_topic(&bootstrap, &output, 1, &[]).await?;
+    let clicks = click_stream(200, 6, common::now_ms() - 600_000, GAP, GAP, false, 11);
+    produce(&bootstrap, &input, 1, &clicks).await?;
+    let mut worker = Worker::start(
+        "w",
+        &[
+            ("application.id", app.clone()),
+            ("bootstrap.servers", bootstrap.clone()),
+            ("input.topic", input),
+            ("output.topic", output),
+            ("inactivity.gap.ms", GAP.to_string()),
+            ("grace.ms", GAP.to_string()),
+            // A few dozen entries: evictions and eviction flushes happen between commits.
+            ("statestore.cache.max.bytes", "8192".to_string()),
+            ("commit.interval.ms", "200".to_string()),
+            (
+                "state.dir",
+                std::env::temp_dir().join(&app).display().to_string(),
+            ),
+            ("metrics.addr", ANY_PORT.to_string()),
+        ],
+    )?;
+    let addr = http_addr(&worker).await?;
+    let wanted = [
+        "kstate_cache_hits",
+        "kstate_cache_misses",
+        "kstate_cache_evictions",
+        "kstate_cache_flushes{cause=\"commit\"}",
+        "kstate_cache_flushes{cause=\"eviction\"}",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let values = loop {
+        let (code, scrape) = get(&addr, "/metrics").await?;
+        assert_eq!(code, 200, "{scrape}");
+        let values: Vec<(&str, f64)> = wanted
+            .iter()
+            .map(|&name| (name, sample(&scrape, name).unwrap_or(0.0)))
+            .collect();
+        let processed = sample(&scrape, "kstate_records_processed_total").unwrap_or(0.0);
+        if processed >= clicks.len() as f64 && values.iter().all(|(_, v)| *v > 0.0) {
+            break values;
+        }
+        worker.check_alive()?;
+        if Instant::now() > deadline {
+            bail!(
+                "after 60 s, {processed} of {} records processed, cache metrics {values:?}:\n{}",
+                clicks.len(),
+                worker.tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("cache metrics after {} records: {values:?}", clicks.len());
+    let exit = worker.terminate(Duration::from_secs(30))?;
+    assert!(exit.success(), "{}", worker.tail());
+    Ok(())
+}
+
+/// The value of the series `name` (with its labels, as the exporter writes them) in a
+/// Prometheus scrape.
+fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[test]

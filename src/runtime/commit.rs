@@ -286,6 +286,8 @@ impl Runtime {
             cache.hits += m.hits;
             cache.misses += m.misses;
             cache.evictions += m.evictions;
+            cache.commit_flushes += m.commit_flushes;
+            cache.eviction_flushes += m.eviction_flushes;
         }
         metrics::cache(cache);
         self.manager.handle_commit_result(Instant::now(), Ok(()));

@@ -44,6 +44,8 @@ pub fn cache(m: CacheMetrics) {
     gauge!("kstate_cache_hits").set(m.hits as f64);
     gauge!("kstate_cache_misses").set(m.misses as f64);
     gauge!("kstate_cache_evictions").set(m.evictions as f64);
+    gauge!("kstate_cache_flushes", "cause" => "commit").set(m.commit_flushes as f64);
+    gauge!("kstate_cache_flushes", "cause" => "eviction").set(m.eviction_flushes as f64);
 }
 
 pub fn commit_latency(seconds: f64) {
@@ -131,6 +133,11 @@ pub fn describe() {
     describe_gauge!(
         "kstate_cache_evictions",
         "Record cache evictions of the running tasks' stores."
+    );
+    describe_gauge!(
+        "kstate_cache_flushes",
+        "Record cache flushes of the running tasks' stores, by cause: a commit (or close), \
+         or the eviction of a dirty entry."
     );
     describe_histogram!(
         "kstate_commit_latency_seconds",

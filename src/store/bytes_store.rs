@@ -4,10 +4,12 @@
 //! contract test suite every implementation must pass. Owns ordered byte storage; must not know about sessions,
 //! caching, record contexts or Kafka (the caching store above decides what is written).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::ops::Bound;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use crate::store::error::StoreError;
@@ -132,18 +134,22 @@ impl<T: ByteKeyValueStore + ?Sized> ByteKeyValueStore for Box<T> {
 /// order is suffix order). One entry, the common case, is held inline.
 type Group = SmallVec<[(Bytes, Bytes); 1]>;
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// In-memory [`ByteKeyValueStore`]: keys of at least [`GROUP_SUFFIX_LEN`] bytes live in a
-/// hash map from their prefix (all but the last [`GROUP_SUFFIX_LEN`] bytes) to the group's
-/// sorted entries; shorter keys in a `BTreeMap`. Point operations and
-/// [`for_each_in_group`](ByteKeyValueStore::for_each_in_group) hash the prefix once and
-/// never compare other groups' bytes; an ordered scan over groups
-/// ([`for_each_in`](ByteKeyValueStore::for_each_in)) sorts what it visits (snapshots and
-/// reopen scans, not the per-record path).
+/// In-memory [`ByteKeyValueStore`]: keys of at least [`GROUP_SUFFIX_LEN`] bytes live in
+/// groups by their prefix (all but the last [`GROUP_SUFFIX_LEN`] bytes), each group's
+/// entries sorted; shorter keys in a `BTreeMap`. The groups sit in a slab (`Vec`, freed
+/// slots reused) and a hash table of slab indices finds a group by its prefix, read from
+/// the group's first key: no prefix is stored twice and the table holds 4 bytes a group,
+/// so memory per entry stays close to the keys and values themselves. Point operations
+/// and [`for_each_in_group`](ByteKeyValueStore::for_each_in_group) hash the prefix once
+/// and never compare other groups' bytes (bar a hash collision); an ordered scan over
+/// groups ([`for_each_in`](ByteKeyValueStore::for_each_in)) sorts what it visits
+/// (snapshots and reopen scans, not the per-record path).
 #[derive(Debug, Default, Clone)]
 pub struct InMemoryBytesStore {
-    groups: FastMap<Bytes, Group>,
+    index: HashTable<u32>,
+    groups: Vec<Group>,
+    free_groups: Vec<u32>,
+    hasher: foldhash::fast::RandomState,
     short: BTreeMap<Bytes, Bytes>,
     len: usize,
     bytes: usize,
@@ -169,9 +175,71 @@ impl InMemoryBytesStore {
             self.len -= 1;
         }
     }
+
+    /// Slab index of the group of `prefix`, if it has entries.
+    fn find_group(&self, prefix: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(prefix);
+        let groups = &self.groups;
+        self.index
+            .find(hash, |&g| group_prefix(&groups[g as usize]) == prefix)
+            .copied()
+    }
+
+    /// The group of `prefix`, created empty if missing.
+    fn group_mut_or_insert(&mut self, prefix: &[u8]) -> &mut Group {
+        let hash = self.hasher.hash_one(prefix);
+        let Self {
+            index,
+            groups,
+            free_groups,
+            hasher,
+            ..
+        } = self;
+        let found = index
+            .find(hash, |&g| group_prefix(&groups[g as usize]) == prefix)
+            .copied();
+        let g = match found {
+            Some(g) => g,
+            None => {
+                let g = match free_groups.pop() {
+                    Some(g) => g,
+                    None => {
+                        groups.push(Group::new());
+                        u32::try_from(groups.len() - 1).expect("fewer than 2^32 groups")
+                    }
+                };
+                // Growing the table rehashes the groups already in it (each has a first
+                // entry to read its prefix from); the new one joins after, empty until the
+                // caller inserts its first entry.
+                index.insert_unique(hash, g, |&h| {
+                    hasher.hash_one(group_prefix(&groups[h as usize]))
+                });
+                g
+            }
+        };
+        &mut groups[g as usize]
+    }
+
+    /// Frees group `g` (now empty) of `prefix`.
+    fn remove_group(&mut self, prefix: &[u8], g: u32) {
+        let hash = self.hasher.hash_one(prefix);
+        if let Ok(entry) = self.index.find_entry(hash, |&h| h == g) {
+            entry.remove();
+        }
+        self.groups[g as usize] = Group::new();
+        self.free_groups.push(g);
+    }
 }
 
-fn in_bounds(key: &[u8], lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
+/// A non-empty group's prefix: its first key without the suffix.
+fn group_prefix(group: &Group) -> &[u8] {
+    group
+        .first()
+        .map_or(&[][..], |(k, _)| &k[..k.len() - GROUP_SUFFIX_LEN])
+}
+
+/// Whether `key` lies within the bounds.
+pub(crate) fn in_bounds(key: &[u8], lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
     let above = match lo {
         Bound::Unbounded => true,
         Bound::Included(l) => key >= l,
@@ -190,7 +258,8 @@ impl ByteKeyValueStore for InMemoryBytesStore {
         let Some(prefix) = Self::prefix_of(key) else {
             return Ok(self.short.get(key).cloned());
         };
-        Ok(self.groups.get(prefix).and_then(|g| {
+        Ok(self.find_group(prefix).and_then(|g| {
+            let g = &self.groups[g as usize];
             g.binary_search_by(|(k, _)| k[..].cmp(key))
                 .ok()
                 .map(|i| g[i].1.clone())
@@ -209,13 +278,7 @@ impl ByteKeyValueStore for InMemoryBytesStore {
             return Ok(());
         };
         let (len, value_len) = (key.len(), value.len());
-        if !self.groups.contains_key(&key[..prefix_len]) {
-            self.groups.insert(key.slice(..prefix_len), Group::new());
-        }
-        let group = self
-            .groups
-            .get_mut(&key[..prefix_len])
-            .expect("group inserted above");
+        let group = self.group_mut_or_insert(&key[..prefix_len]);
         let old = match group.binary_search_by(|(k, _)| k[..].cmp(&key[..])) {
             Ok(i) => Some(std::mem::replace(&mut group[i].1, value)),
             Err(i) => {
@@ -237,15 +300,16 @@ impl ByteKeyValueStore for InMemoryBytesStore {
             self.removed(key, &old);
             return Ok(old);
         };
-        let Some(group) = self.groups.get_mut(prefix) else {
+        let Some(g) = self.find_group(prefix) else {
             return Ok(None);
         };
+        let group = &mut self.groups[g as usize];
         let old = match group.binary_search_by(|(k, _)| k[..].cmp(key)) {
             Ok(i) => Some(group.remove(i).1),
             Err(_) => None,
         };
         if group.is_empty() {
-            self.groups.remove(prefix);
+            self.remove_group(prefix, g);
         }
         self.removed(key, &old);
         Ok(old)
@@ -262,7 +326,7 @@ impl ByteKeyValueStore for InMemoryBytesStore {
         }
         let mut hits: Vec<(&Bytes, &Bytes)> = self
             .groups
-            .values()
+            .iter()
             .flat_map(|g| g.iter().map(|(k, v)| (k, v)))
             .filter(|(k, _)| in_bounds(k, lo, hi))
             .collect();
@@ -289,8 +353,11 @@ impl ByteKeyValueStore for InMemoryBytesStore {
                 }
             });
         }
-        if let Some(group) = self.groups.get(prefix) {
-            for (k, v) in group.iter().filter(|(k, _)| in_bounds(k, lo, hi)) {
+        if let Some(g) = self.find_group(prefix) {
+            for (k, v) in self.groups[g as usize]
+                .iter()
+                .filter(|(k, _)| in_bounds(k, lo, hi))
+            {
                 visit(k, v);
             }
         }
@@ -298,7 +365,9 @@ impl ByteKeyValueStore for InMemoryBytesStore {
     }
 
     fn clear(&mut self) -> Result<(), StoreError> {
+        self.index.clear();
         self.groups.clear();
+        self.free_groups.clear();
         self.short.clear();
         self.len = 0;
         self.bytes = 0;

@@ -11,14 +11,16 @@
 //! dirtied again moves to the end of the dirty order. A clean tombstone is dropped from the
 //! cache after a flush: the store below already reflects it.
 
-use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
+use smallvec::SmallVec;
 
-use crate::store::bytes_store::bounds_non_empty;
+use crate::store::bytes_store::{bounds_non_empty, in_bounds, GROUP_SUFFIX_LEN};
 use crate::store::context::RecordContext;
 
 /// Fixed bytes counted per cache entry on top of key, value and topic: the context fields
@@ -91,13 +93,9 @@ pub struct CacheEntry {
 /// A dirty entry handed to a flush listener, in dirty order.
 pub type DirtyEntry = (Bytes, CacheEntry);
 
-#[derive(Debug)]
-struct Slot {
-    entry: CacheEntry,
-    lru_seq: u64,
-    dirty_seq: Option<u64>,
-    size: usize,
-}
+/// The eviction flush listener: it takes (drains) the dirty entries from the buffer it is
+/// handed; the cache reuses the buffer.
+pub type FlushListener<'a> = dyn FnMut(&mut Vec<DirtyEntry>) + 'a;
 
 /// Counters of one cache. Plain counters: the store layer does not depend on a metrics
 /// crate; the runtime reads them and publishes them.
@@ -116,18 +114,89 @@ pub struct CacheMetrics {
     pub commit_flushes: u64,
 }
 
-/// The cache of one store: entries ordered by key (for range reads), an LRU order and a
-/// dirty order. Byte usage is charged to the shared [`CacheBudget`].
+/// No slot: the end of an intrusive list.
+const NIL: u32 = u32::MAX;
+
+/// Links of one slot in an intrusive list (slot indices).
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+};
+
+/// Head and tail of an intrusive list threaded through the slots.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+const EMPTY_LIST: List = List {
+    head: NIL,
+    tail: NIL,
+    len: 0,
+};
+
+/// One entry of the slab. A free slot has `in_use == false`, an empty key and no value.
+#[derive(Debug)]
+struct Slot {
+    key: Bytes,
+    entry: CacheEntry,
+    size: usize,
+    in_use: bool,
+    lru: Link,
+    dirty: Link,
+}
+
+/// Which intrusive list an operation works on.
+#[derive(Clone, Copy)]
+enum Which {
+    Lru,
+    Dirty,
+}
+
+/// The slots of one group, sorted by key. A key of at least [`GROUP_SUFFIX_LEN`] bytes
+/// belongs to the group of its prefix (a session composite key: one record key's
+/// sessions); shorter keys share one group of their own.
+type Group = SmallVec<[u32; 2]>;
+
+/// The cache of one store: a slab of entries threaded by an intrusive LRU list and an
+/// intrusive dirty list, and an index of the slabs' entries grouped like the in-memory
+/// store (see [`InMemoryBytesStore`](crate::store::InMemoryBytesStore)), so the entries of
+/// one record key are found by one hash lookup without comparing other keys' bytes. Slots,
+/// groups and the flush buffer are reused: once they have grown, a put allocates nothing.
+/// Byte usage is charged to the shared [`CacheBudget`].
 #[derive(Debug)]
 pub struct NamedCache {
     name: String,
     budget: CacheBudget,
-    entries: BTreeMap<Bytes, Slot>,
-    lru: BTreeMap<u64, Bytes>,
-    dirty: BTreeMap<u64, Bytes>,
-    next_seq: u64,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    groups: Vec<Group>,
+    free_groups: Vec<u32>,
+    /// Group indices of keys with a prefix, hashed by prefix.
+    index: HashTable<u32>,
+    /// Group of the keys shorter than [`GROUP_SUFFIX_LEN`].
+    short_group: Option<u32>,
+    hasher: foldhash::fast::RandomState,
+    lru: List,
+    dirty: List,
+    len: usize,
     bytes: usize,
     metrics: CacheMetrics,
+    /// Reused by eviction flushes.
+    flush_buf: Vec<DirtyEntry>,
+}
+
+/// A key's prefix, or `None` for a short key.
+fn prefix_of(key: &[u8]) -> Option<&[u8]> {
+    key.len().checked_sub(GROUP_SUFFIX_LEN).map(|n| &key[..n])
 }
 
 impl NamedCache {
@@ -136,12 +205,19 @@ impl NamedCache {
         Self {
             name: name.into(),
             budget,
-            entries: BTreeMap::new(),
-            lru: BTreeMap::new(),
-            dirty: BTreeMap::new(),
-            next_seq: 0,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            groups: Vec::new(),
+            free_groups: Vec::new(),
+            index: HashTable::new(),
+            short_group: None,
+            hasher: foldhash::fast::RandomState::default(),
+            lru: EMPTY_LIST,
+            dirty: EMPTY_LIST,
+            len: 0,
             bytes: 0,
             metrics: CacheMetrics::default(),
+            flush_buf: Vec::new(),
         }
     }
 
@@ -157,17 +233,17 @@ impl NamedCache {
 
     /// Number of entries, clean and dirty.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Whether the cache holds no entry.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// Number of dirty entries.
     pub fn dirty_len(&self) -> usize {
-        self.dirty.len()
+        self.dirty.len
     }
 
     /// Bytes charged by this cache.
@@ -182,16 +258,12 @@ impl NamedCache {
 
     /// Looks `key` up and marks it most recently used.
     pub fn get(&mut self, key: &[u8]) -> Option<&CacheEntry> {
-        let seq = self.next_seq;
-        match self.entries.get_mut(key) {
-            Some(slot) => {
-                self.next_seq += 1;
-                if let Some(k) = self.lru.remove(&slot.lru_seq) {
-                    self.lru.insert(seq, k);
-                }
-                slot.lru_seq = seq;
+        match self.find(key) {
+            Some((_, _, s)) => {
+                self.unlink(Which::Lru, s);
+                self.push_back(Which::Lru, s);
                 self.metrics.hits += 1;
-                Some(&slot.entry)
+                Some(&self.slots[s as usize].entry)
             }
             None => {
                 self.metrics.misses += 1;
@@ -200,8 +272,9 @@ impl NamedCache {
         }
     }
 
-    /// Counts a lookup the caller answered from [`range`](Self::range) (which counts
-    /// nothing itself): a hit when the cache held what was looked for.
+    /// Counts a lookup the caller answered from [`range`](Self::range) or
+    /// [`range_in_group`](Self::range_in_group) (which count nothing themselves): a hit
+    /// when the cache held what was looked for.
     pub fn record_lookup(&mut self, hit: bool) {
         if hit {
             self.metrics.hits += 1;
@@ -212,10 +285,33 @@ impl NamedCache {
 
     /// Looks `key` up without touching the LRU order.
     pub fn peek(&self, key: &[u8]) -> Option<&CacheEntry> {
-        self.entries.get(key).map(|s| &s.entry)
+        self.find(key)
+            .map(|(_, _, s)| &self.slots[s as usize].entry)
     }
 
-    /// Entries with `lo <= key < hi` in ascending key order (no LRU update).
+    /// Entries whose key is `prefix` followed by exactly [`GROUP_SUFFIX_LEN`] bytes (one
+    /// record key's sessions) within `lo <= key < hi`, in ascending key order (no LRU
+    /// update). One hash lookup; other prefixes' keys are never compared.
+    pub fn range_in_group<'a>(
+        &'a self,
+        prefix: &[u8],
+        lo: &'a [u8],
+        hi: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Bytes, &'a CacheEntry)> + 'a {
+        let members: &[u32] = match self.find_group(Some(prefix)) {
+            Some(g) if lo < hi => &self.groups[g as usize],
+            _ => &[],
+        };
+        members
+            .iter()
+            .map(move |&s| &self.slots[s as usize])
+            .filter(move |slot| lo <= &slot.key[..] && &slot.key[..] < hi)
+            .map(|slot| (&slot.key, &slot.entry))
+    }
+
+    /// Entries with `lo <= key < hi` in ascending key order (no LRU update). Visits every
+    /// group and sorts what it found: for scans, not the per-record path
+    /// ([`range_in_group`](Self::range_in_group) is).
     pub fn range<'a>(
         &'a self,
         lo: &'a [u8],
@@ -224,26 +320,28 @@ impl NamedCache {
         self.range_bounds(Bound::Included(lo), Bound::Excluded(hi))
     }
 
-    /// Entries within the bounds in ascending key order (no LRU update).
+    /// Entries within the bounds in ascending key order (no LRU update); a scan like
+    /// [`range`](Self::range).
     pub fn range_bounds<'a>(
         &'a self,
         lo: Bound<&'a [u8]>,
         hi: Bound<&'a [u8]>,
     ) -> impl Iterator<Item = (&'a Bytes, &'a CacheEntry)> + 'a {
-        let bounds = if bounds_non_empty(lo, hi) {
-            Some((lo, hi))
+        let mut hits: Vec<&Slot> = if bounds_non_empty(lo, hi) {
+            self.slots
+                .iter()
+                .filter(|s| s.in_use && in_bounds(&s.key, lo, hi))
+                .collect()
         } else {
-            None
+            Vec::new()
         };
-        bounds
-            .into_iter()
-            .flat_map(move |b| self.entries.range::<[u8], _>(b))
-            .map(|(k, s)| (k, &s.entry))
+        hits.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        hits.into_iter().map(|s| (&s.key, &s.entry))
     }
 
     /// Every entry in ascending key order (no LRU update).
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &CacheEntry)> {
-        self.entries.iter().map(|(k, s)| (k, &s.entry))
+        self.range_bounds(Bound::Unbounded, Bound::Unbounded)
     }
 
     /// Stages `value` under `key` as a dirty entry (a `None` value is a tombstone), marks
@@ -255,9 +353,9 @@ impl NamedCache {
         key: Bytes,
         value: Option<Bytes>,
         context: RecordContext,
-        on_flush: &mut dyn FnMut(Vec<DirtyEntry>),
+        on_flush: &mut FlushListener<'_>,
     ) {
-        self.insert(key, value, true, context);
+        self.insert(key, value, context);
         self.evict_while_over_budget(on_flush);
     }
 
@@ -269,109 +367,290 @@ impl NamedCache {
         &mut self,
         entries: impl IntoIterator<Item = (Bytes, Option<Bytes>)>,
         context: RecordContext,
-        on_flush: &mut dyn FnMut(Vec<DirtyEntry>),
+        on_flush: &mut FlushListener<'_>,
     ) {
         for (key, value) in entries {
-            self.insert(key, value, true, context.clone());
+            self.insert(key, value, context.clone());
         }
         self.evict_while_over_budget(on_flush);
     }
 
-    fn insert(&mut self, key: Bytes, value: Option<Bytes>, dirty: bool, context: RecordContext) {
+    /// Stages a dirty entry: updates the slot of an existing key in place, or fills a free
+    /// slot.
+    fn insert(&mut self, key: Bytes, value: Option<Bytes>, context: RecordContext) {
         let size = entry_size(&key, value.as_ref(), &context);
-        let lru_seq = self.bump();
-        let dirty_seq = dirty.then(|| self.bump());
         let entry = CacheEntry {
             value,
-            dirty,
+            dirty: true,
             context,
         };
-        let slot = Slot {
-            entry,
-            lru_seq,
-            dirty_seq,
-            size,
-        };
-        if let Some(old) = self.entries.insert(key.clone(), slot) {
-            self.lru.remove(&old.lru_seq);
-            if let Some(d) = old.dirty_seq {
-                self.dirty.remove(&d);
+        let g = self.group_or_insert(prefix_of(&key));
+        let pos = self.search(g, &key);
+        let s = match pos {
+            Ok(i) => {
+                let s = self.groups[g as usize][i];
+                if self.slots[s as usize].entry.dirty {
+                    self.unlink(Which::Dirty, s);
+                }
+                self.unlink(Which::Lru, s);
+                let slot = &mut self.slots[s as usize];
+                slot.entry = entry;
+                let old = std::mem::replace(&mut slot.size, size);
+                self.uncharge(old);
+                s
             }
-            self.uncharge(old.size);
-        }
-        self.lru.insert(lru_seq, key.clone());
-        if let Some(d) = dirty_seq {
-            self.dirty.insert(d, key);
-        }
+            Err(i) => {
+                let slot = Slot {
+                    key,
+                    entry,
+                    size,
+                    in_use: true,
+                    lru: UNLINKED,
+                    dirty: UNLINKED,
+                };
+                let s = match self.free_slots.pop() {
+                    Some(s) => {
+                        self.slots[s as usize] = slot;
+                        s
+                    }
+                    None => {
+                        self.slots.push(slot);
+                        u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 entries")
+                    }
+                };
+                self.groups[g as usize].insert(i, s);
+                self.len += 1;
+                s
+            }
+        };
+        self.push_back(Which::Lru, s);
+        self.push_back(Which::Dirty, s);
         self.charge(size);
     }
 
     /// Removes `key` from the cache without flushing it. Returns the removed entry.
     pub fn evict_key(&mut self, key: &[u8]) -> Option<CacheEntry> {
-        let slot = self.entries.remove(key)?;
-        self.lru.remove(&slot.lru_seq);
-        if let Some(d) = slot.dirty_seq {
-            self.dirty.remove(&d);
-        }
-        self.uncharge(slot.size);
-        Some(slot.entry)
+        let (g, i, s) = self.find(key)?;
+        Some(self.remove_slot(g, i, s))
     }
 
     /// Drains every dirty entry in dirty order and marks it clean. Clean tombstones are
     /// then dropped from the cache.
     pub fn flush(&mut self) -> Vec<DirtyEntry> {
-        self.metrics.commit_flushes += 1;
-        self.drain_dirty()
+        let mut out = Vec::with_capacity(self.dirty.len);
+        self.flush_into(&mut out);
+        out
     }
 
-    fn drain_dirty(&mut self) -> Vec<DirtyEntry> {
-        let order = std::mem::take(&mut self.dirty);
-        let mut out = Vec::with_capacity(order.len());
-        for (_, key) in order {
-            let Some(slot) = self.entries.get_mut(&key) else {
-                continue;
-            };
-            slot.dirty_seq = None;
+    /// [`flush`](Self::flush) appending to a caller's (reused) buffer.
+    pub fn flush_into(&mut self, out: &mut Vec<DirtyEntry>) {
+        self.metrics.commit_flushes += 1;
+        self.drain_dirty(out);
+    }
+
+    fn drain_dirty(&mut self, out: &mut Vec<DirtyEntry>) {
+        out.reserve(self.dirty.len);
+        while self.dirty.head != NIL {
+            let s = self.dirty.head;
+            self.unlink(Which::Dirty, s);
+            let slot = &mut self.slots[s as usize];
             slot.entry.dirty = false;
-            let entry = slot.entry.clone();
-            if entry.value.is_none() {
-                self.evict_key(&key);
+            if slot.entry.value.is_none() {
+                let key = slot.key.clone();
+                let (g, i, _) = self.find(&key).expect("a linked slot is indexed");
+                let entry = self.remove_slot(g, i, s);
+                out.push((key, entry));
+            } else {
+                out.push((slot.key.clone(), slot.entry.clone()));
             }
-            out.push((key, entry));
         }
-        out
     }
 
     /// Drops every entry, dirty or not, and releases its bytes from the budget.
     pub fn clear(&mut self) {
-        self.entries.clear();
-        self.lru.clear();
-        self.dirty.clear();
+        self.slots.clear();
+        self.free_slots.clear();
+        self.groups.clear();
+        self.free_groups.clear();
+        self.index.clear();
+        self.short_group = None;
+        self.lru = EMPTY_LIST;
+        self.dirty = EMPTY_LIST;
+        self.len = 0;
         let bytes = self.bytes;
         self.uncharge(bytes);
     }
 
-    fn evict_while_over_budget(&mut self, on_flush: &mut dyn FnMut(Vec<DirtyEntry>)) {
+    fn evict_while_over_budget(&mut self, on_flush: &mut FlushListener<'_>) {
         while self.budget.over_budget() {
-            let Some((_, eldest)) = self.lru.first_key_value() else {
+            let eldest = self.lru.head;
+            if eldest == NIL {
                 return;
-            };
-            let eldest = eldest.clone();
-            if self.entries.get(&eldest).is_some_and(|s| s.entry.dirty) {
-                self.metrics.eviction_flushes += 1;
-                let flushed = self.drain_dirty();
-                on_flush(flushed);
             }
-            if self.evict_key(&eldest).is_some() {
-                self.metrics.evictions += 1;
+            if self.slots[eldest as usize].entry.dirty {
+                self.metrics.eviction_flushes += 1;
+                let mut buf = std::mem::take(&mut self.flush_buf);
+                self.drain_dirty(&mut buf);
+                on_flush(&mut buf);
+                buf.clear();
+                self.flush_buf = buf;
+            }
+            // A flushed tombstone has already left; no slot is reused in between.
+            if self.slots[eldest as usize].in_use {
+                let key = self.slots[eldest as usize].key.clone();
+                if let Some((g, i, s)) = self.find(&key) {
+                    self.remove_slot(g, i, s);
+                    self.metrics.evictions += 1;
+                }
             }
         }
     }
 
-    fn bump(&mut self) -> u64 {
-        let s = self.next_seq;
-        self.next_seq += 1;
-        s
+    /// `(group, position in group, slot)` of `key`.
+    fn find(&self, key: &[u8]) -> Option<(u32, usize, u32)> {
+        let g = self.find_group(prefix_of(key))?;
+        let i = self.search(g, key).ok()?;
+        Some((g, i, self.groups[g as usize][i]))
+    }
+
+    fn search(&self, g: u32, key: &[u8]) -> Result<usize, usize> {
+        let slots = &self.slots;
+        self.groups[g as usize].binary_search_by(|&s| slots[s as usize].key[..].cmp(key))
+    }
+
+    /// The group of a prefix (`None`: the short keys' group).
+    fn find_group(&self, prefix: Option<&[u8]>) -> Option<u32> {
+        let Some(prefix) = prefix else {
+            return self.short_group;
+        };
+        let hash = self.hasher.hash_one(prefix);
+        self.index
+            .find(hash, |&g| self.group_prefix(g) == Some(prefix))
+            .copied()
+    }
+
+    /// A non-empty long-key group's prefix, read from its first key.
+    fn group_prefix(&self, g: u32) -> Option<&[u8]> {
+        let &s = self.groups[g as usize].first()?;
+        prefix_of(&self.slots[s as usize].key)
+    }
+
+    fn group_or_insert(&mut self, prefix: Option<&[u8]>) -> u32 {
+        if let Some(g) = self.find_group(prefix) {
+            return g;
+        }
+        let g = match self.free_groups.pop() {
+            Some(g) => g,
+            None => {
+                self.groups.push(Group::new());
+                u32::try_from(self.groups.len() - 1).expect("fewer than 2^32 groups")
+            }
+        };
+        match prefix {
+            None => self.short_group = Some(g),
+            Some(prefix) => {
+                let hash = self.hasher.hash_one(prefix);
+                let Self {
+                    index,
+                    groups,
+                    slots,
+                    hasher,
+                    ..
+                } = self;
+                // Growing the table rehashes the groups already in it (each has a first
+                // key); the new one joins after, empty until the caller fills it.
+                index.insert_unique(hash, g, |&h| {
+                    let s = groups[h as usize][0];
+                    hasher.hash_one(prefix_of(&slots[s as usize].key).unwrap_or_default())
+                });
+            }
+        }
+        g
+    }
+
+    /// Takes slot `s` (at position `i` of group `g`) out of the index and both lists,
+    /// releases its bytes and frees it; returns its entry.
+    fn remove_slot(&mut self, g: u32, i: usize, s: u32) -> CacheEntry {
+        let prefix_hash = (i == 0)
+            .then(|| self.group_prefix(g).map(|p| self.hasher.hash_one(p)))
+            .flatten();
+        self.groups[g as usize].remove(i);
+        if self.groups[g as usize].is_empty() {
+            match prefix_hash {
+                Some(hash) => {
+                    if let Ok(e) = self.index.find_entry(hash, |&h| h == g) {
+                        e.remove();
+                    }
+                }
+                None => self.short_group = None,
+            }
+            self.free_groups.push(g);
+        }
+        self.unlink(Which::Lru, s);
+        // A dirty entry is on the dirty list, a clean one never.
+        if self.slots[s as usize].entry.dirty {
+            self.unlink(Which::Dirty, s);
+        }
+        let slot = &mut self.slots[s as usize];
+        slot.in_use = false;
+        slot.key = Bytes::new();
+        let size = slot.size;
+        let placeholder = CacheEntry {
+            value: None,
+            dirty: false,
+            context: slot.entry.context.clone(),
+        };
+        let entry = std::mem::replace(&mut slot.entry, placeholder);
+        self.free_slots.push(s);
+        self.len -= 1;
+        self.uncharge(size);
+        entry
+    }
+
+    fn list(&mut self, which: Which) -> &mut List {
+        match which {
+            Which::Lru => &mut self.lru,
+            Which::Dirty => &mut self.dirty,
+        }
+    }
+
+    fn link(&mut self, which: Which, s: u32) -> &mut Link {
+        let slot = &mut self.slots[s as usize];
+        match which {
+            Which::Lru => &mut slot.lru,
+            Which::Dirty => &mut slot.dirty,
+        }
+    }
+
+    fn push_back(&mut self, which: Which, s: u32) {
+        let tail = self.list(which).tail;
+        *self.link(which, s) = Link {
+            prev: tail,
+            next: NIL,
+        };
+        if tail == NIL {
+            self.list(which).head = s;
+        } else {
+            self.link(which, tail).next = s;
+        }
+        let list = self.list(which);
+        list.tail = s;
+        list.len += 1;
+    }
+
+    fn unlink(&mut self, which: Which, s: u32) {
+        let Link { prev, next } = std::mem::replace(self.link(which, s), UNLINKED);
+        if prev == NIL {
+            self.list(which).head = next;
+        } else {
+            self.link(which, prev).next = next;
+        }
+        if next == NIL {
+            self.list(which).tail = prev;
+        } else {
+            self.link(which, next).prev = prev;
+        }
+        self.list(which).len -= 1;
     }
 
     fn charge(&mut self, n: usize) {
@@ -411,8 +690,8 @@ mod tests {
         entry_size(key.as_bytes(), Some(&k(value)), &ctx(0))
     }
 
-    fn no_flush() -> impl FnMut(Vec<DirtyEntry>) {
-        |d: Vec<DirtyEntry>| assert!(d.is_empty(), "unexpected flush of {} entries", d.len())
+    fn no_flush() -> impl FnMut(&mut Vec<DirtyEntry>) {
+        |d: &mut Vec<DirtyEntry>| assert!(d.is_empty(), "unexpected flush of {} entries", d.len())
     }
 
     #[test]
@@ -479,7 +758,8 @@ mod tests {
         let size = one_entry_size("a", "v");
         let mut c = NamedCache::new("s", CacheBudget::new(3 * size));
         let mut flushed: Vec<Vec<Bytes>> = Vec::new();
-        let mut listener = |d: Vec<DirtyEntry>| flushed.push(d.into_iter().map(|e| e.0).collect());
+        let mut listener =
+            |d: &mut Vec<DirtyEntry>| flushed.push(d.drain(..).map(|e| e.0).collect());
         for key in ["a", "b", "c"] {
             c.put(k(key), Some(k("v")), ctx(0), &mut listener);
         }
@@ -511,7 +791,9 @@ mod tests {
         c1.put(k("a"), Some(k("v")), ctx(0), &mut no_flush());
         c1.put(k("b"), Some(k("v")), ctx(0), &mut no_flush());
         let mut flushed = Vec::new();
-        c2.put(k("x"), Some(k("v")), ctx(0), &mut |d| flushed.extend(d));
+        c2.put(k("x"), Some(k("v")), ctx(0), &mut |d| {
+            flushed.extend(d.drain(..))
+        });
         assert!(c2.is_empty(), "c2 evicts its own entry, c1 keeps its two");
         assert_eq!(
             flushed.len(),
@@ -526,8 +808,12 @@ mod tests {
     fn zero_budget_flushes_every_put_immediately() {
         let mut c = NamedCache::new("s", CacheBudget::new(0));
         let mut seen = Vec::new();
-        c.put(k("a"), Some(k("1")), ctx(0), &mut |d| seen.extend(d));
-        c.put(k("a"), Some(k("2")), ctx(1), &mut |d| seen.extend(d));
+        c.put(k("a"), Some(k("1")), ctx(0), &mut |d| {
+            seen.extend(d.drain(..))
+        });
+        c.put(k("a"), Some(k("2")), ctx(1), &mut |d| {
+            seen.extend(d.drain(..))
+        });
         let values: Vec<Option<Bytes>> = seen.into_iter().map(|e| e.1.value).collect();
         assert_eq!(values, vec![Some(k("1")), Some(k("2"))]);
         assert!(c.is_empty());

@@ -53,6 +53,7 @@
 //! [`session_schema`]: crate::store::session_schema
 
 use std::collections::BTreeSet;
+use std::hash::BuildHasher;
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -95,8 +96,29 @@ struct Inner<S> {
     store: S,
     retention_ms: Option<i64>,
     observed_end: Option<i64>,
-    /// `(end, key)` of every stored session, kept only with a retention.
-    by_end: BTreeSet<(i64, Bytes)>,
+    /// Every stored session by end, kept only with a retention.
+    by_end: BTreeSet<Expiry>,
+}
+
+/// An entry of the expiry index: ordered by end, then by a hash of the key, so sessions
+/// with the same end (a restored batch, a burst) are told apart without comparing key
+/// bytes; the key breaks the rare tie. Which of several sessions with one end expires
+/// first is not observable: they expire at the same clock.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Expiry {
+    end: i64,
+    hash: u64,
+    key: Bytes,
+}
+
+impl Expiry {
+    fn new(end: i64, key: Bytes) -> Self {
+        Self {
+            end,
+            hash: foldhash::fast::FixedState::with_seed(0).hash_one(&key[..]),
+            key,
+        }
+    }
 }
 
 impl<S: ByteKeyValueStore> Inner<S> {
@@ -118,9 +140,9 @@ impl<S: ByteKeyValueStore> Inner<S> {
         let Some(horizon) = self.horizon() else {
             return Ok(());
         };
-        while self.by_end.first().is_some_and(|(e, _)| *e <= horizon) {
-            if let Some((_, key)) = self.by_end.pop_first() {
-                self.store.delete(&key)?;
+        while self.by_end.first().is_some_and(|e| e.end <= horizon) {
+            if let Some(e) = self.by_end.pop_first() {
+                self.store.delete(&e.key)?;
             }
         }
         Ok(())
@@ -141,16 +163,16 @@ impl<S: ByteKeyValueStore> Inner<S> {
             return Ok(());
         }
         if self.retention_ms.is_some() {
-            self.by_end.insert((end, key.clone()));
+            self.by_end.insert(Expiry::new(end, key.clone()));
         }
         self.store.put(key, value)
     }
 
     /// Java's segmented `put(key, null)`: advance the clock, then delete.
-    fn delete(&mut self, key: &[u8], end: i64) -> Result<(), StoreError> {
+    fn delete(&mut self, key: Bytes, end: i64) -> Result<(), StoreError> {
         self.observe(end)?;
-        if self.store.delete(key)?.is_some() && self.retention_ms.is_some() {
-            self.by_end.remove(&(end, Bytes::copy_from_slice(key)));
+        if self.store.delete(&key)?.is_some() && self.retention_ms.is_some() {
+            self.by_end.remove(&Expiry::new(end, key));
         }
         Ok(())
     }
@@ -164,6 +186,8 @@ pub struct CachingSessionStore<S: ByteKeyValueStore = InMemoryBytesStore> {
     /// Reused by `find_sessions_into`: the two range bounds, and the inner store's hits.
     bounds: Vec<u8>,
     inner_hits: Vec<StoredSession>,
+    /// Reused by `flush_with_old`: the cache's dirty entries.
+    dirty_buf: Vec<DirtyEntry>,
 }
 
 impl<S: ByteKeyValueStore> CachingSessionStore<S> {
@@ -180,6 +204,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             evicted: Vec::new(),
             bounds: Vec::new(),
             inner_hits: Vec::new(),
+            dirty_buf: Vec::new(),
         }
     }
 
@@ -208,7 +233,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             .store
             .for_each_in(Bound::Unbounded, Bound::Unbounded, &mut |k, _| {
                 if let Ok(d) = session_schema::decode(k) {
-                    index.insert((d.end, k.clone()));
+                    index.insert(Expiry::new(d.end, k.clone()));
                     max_end = max_end.max(Some(d.end));
                 }
             })?;
@@ -243,7 +268,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 
     /// Approximate bytes held: inner store, cache and expiry index.
     pub fn approximate_bytes(&self) -> usize {
-        const INDEX_ENTRY: usize = 56;
+        const INDEX_ENTRY: usize = 64;
         self.inner.store.approximate_bytes()
             + self.cache.size_bytes()
             + self.inner.by_end.len() * INDEX_ENTRY
@@ -328,7 +353,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         )?;
         let mut inner_iter = inner_hits.drain(..).peekable();
         let mut cached = false;
-        for (k, entry) in self.cache.range(lo, hi) {
+        for (k, entry) in self.cache.range_in_group(key, lo, hi) {
             let Some((start, end)) = matching(k) else {
                 continue;
             };
@@ -398,7 +423,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             .iter()
             .map(|k| (k.clone(), None))
             .chain(std::iter::once((merged, Some(value))));
-        cache.put_all(entries, context, &mut |dirty: Vec<DirtyEntry>| {
+        cache.put_all(entries, context, &mut |dirty: &mut Vec<DirtyEntry>| {
             if failure.is_none() {
                 failure = write_through(inner, dirty, evicted).err();
             }
@@ -429,10 +454,14 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
     /// skipped. On error the task must be failed: entries after the failing one are lost
     /// from the cache and must be restored from the changelog.
     pub fn flush_with_old(&mut self) -> Result<Vec<FlushedEntry>, StoreError> {
-        let dirty = self.cache.flush();
+        let mut dirty = std::mem::take(&mut self.dirty_buf);
+        self.cache.flush_into(&mut dirty);
         let mut out = std::mem::take(&mut self.evicted);
         out.reserve(dirty.len());
-        write_through(&mut self.inner, dirty, &mut out)?;
+        let written = write_through(&mut self.inner, &mut dirty, &mut out);
+        dirty.clear();
+        self.dirty_buf = dirty;
+        written?;
         Ok(out)
     }
 
@@ -463,7 +492,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
     pub fn delete_inner(&mut self, key: &[u8]) -> Result<(), StoreError> {
         let end = session_schema::session_end_of(key)?;
         self.drop_clean(key);
-        self.inner.delete(key, end)
+        self.inner.delete(Bytes::copy_from_slice(key), end)
     }
 
     /// Empties the cache (dirty entries included), the inner store, the eviction queue and
@@ -490,7 +519,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             evicted,
             ..
         } = self;
-        cache.put(key, value, context, &mut |dirty: Vec<DirtyEntry>| {
+        cache.put(key, value, context, &mut |dirty: &mut Vec<DirtyEntry>| {
             if failure.is_none() {
                 failure = write_through(inner, dirty, evicted).err();
             }
@@ -539,10 +568,10 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 /// docs/DESIGN.md §4.
 fn write_through<S: ByteKeyValueStore>(
     inner: &mut Inner<S>,
-    dirty: Vec<DirtyEntry>,
+    dirty: &mut Vec<DirtyEntry>,
     out: &mut Vec<FlushedEntry>,
 ) -> Result<(), StoreError> {
-    for (key, entry) in dirty {
+    for (key, entry) in dirty.drain(..) {
         let end = session_schema::session_end_of(&key)?;
         let old = inner.get(&key, end)?;
         if entry.value.is_none() && old.is_none() {
@@ -550,7 +579,7 @@ fn write_through<S: ByteKeyValueStore>(
         }
         match &entry.value {
             Some(v) => inner.put(key.clone(), end, v.clone())?,
-            None => inner.delete(&key, end)?,
+            None => inner.delete(key.clone(), end)?,
         }
         let at = if entry.value.is_some() {
             let replaced = out

@@ -11,7 +11,7 @@ pub mod session_schema;
 pub mod snapshot;
 
 pub use bytes_store::{ByteKeyValueStore, InMemoryBytesStore};
-pub use cache::{CacheBudget, CacheEntry, CacheMetrics, DirtyEntry, NamedCache};
+pub use cache::{CacheBudget, CacheEntry, CacheMetrics, DirtyEntry, FlushListener, NamedCache};
 pub use caching_session_store::{CachingSessionStore, FlushedEntry, StoredSession};
 pub use context::RecordContext;
 pub use error::StoreError;
