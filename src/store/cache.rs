@@ -791,9 +791,7 @@ mod tests {
         c1.put(k("a"), Some(k("v")), ctx(0), &mut no_flush());
         c1.put(k("b"), Some(k("v")), ctx(0), &mut no_flush());
         let mut flushed = Vec::new();
-        c2.put(k("x"), Some(k("v")), ctx(0), &mut |d| {
-            flushed.extend(d.drain(..))
-        });
+        c2.put(k("x"), Some(k("v")), ctx(0), &mut |d| flushed.append(d));
         assert!(c2.is_empty(), "c2 evicts its own entry, c1 keeps its two");
         assert_eq!(
             flushed.len(),
@@ -808,12 +806,8 @@ mod tests {
     fn zero_budget_flushes_every_put_immediately() {
         let mut c = NamedCache::new("s", CacheBudget::new(0));
         let mut seen = Vec::new();
-        c.put(k("a"), Some(k("1")), ctx(0), &mut |d| {
-            seen.extend(d.drain(..))
-        });
-        c.put(k("a"), Some(k("2")), ctx(1), &mut |d| {
-            seen.extend(d.drain(..))
-        });
+        c.put(k("a"), Some(k("1")), ctx(0), &mut |d| seen.append(d));
+        c.put(k("a"), Some(k("2")), ctx(1), &mut |d| seen.append(d));
         let values: Vec<Option<Bytes>> = seen.into_iter().map(|e| e.1.value).collect();
         assert_eq!(values, vec![Some(k("1")), Some(k("2"))]);
         assert!(c.is_empty());
