@@ -23,11 +23,18 @@ pub struct Workload {
     pub dist: KeyDist,
     pub gap_ms: i64,
     pub grace_ms: i64,
+    /// The store's `retention.ms`; `None`: gap + grace (both engines' default).
+    pub retention_ms: Option<i64>,
     pub max_out_of_order_ms: i64,
     pub partitions: i32,
 }
 
 impl Workload {
+    /// The store's retention.
+    pub fn retention(&self) -> i64 {
+        self.retention_ms.unwrap_or(self.gap_ms + self.grace_ms)
+    }
+
     /// One line describing it, for the report.
     pub fn describe(&self) -> String {
         let dist = match self.dist {

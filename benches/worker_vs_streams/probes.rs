@@ -15,6 +15,29 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use crate::load::Workload;
 use crate::{common, RUN_TIMEOUT};
 
+/// `perf record -g` attached to a process (`BENCH_PERF=<file>` for the at_least_once run of
+/// workload 1); stopped with SIGINT, so that perf writes its file.
+pub struct Perf(std::process::Child);
+
+impl Perf {
+    pub fn attach(pid: u32, path: &str) -> anyhow::Result<Self> {
+        let child = Command::new("perf")
+            .args(["record", "-g", "-o", path, "-p", &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("running perf (apt-get install linux-perf)")?;
+        Ok(Self(child))
+    }
+
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status()?;
+        self.0.wait()?;
+        Ok(())
+    }
+}
+
 /// `(low, high)` watermarks of every partition of `topic`.
 pub fn watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<(i64, i64)>> {
     let c: BaseConsumer = ClientConfig::new()

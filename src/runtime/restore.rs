@@ -21,6 +21,9 @@ use crate::changelog::{leader_unavailable, ChangelogError, RestoreOptions, Resto
 /// Records applied per wake-up before the loop looks at input, events and commits again.
 pub(super) const RESTORE_BATCH: usize = 10_000;
 
+/// How many records a batch hands over between two looks at the clock.
+const CLOCK_EVERY: usize = 256;
+
 /// Where a restore of one partition starts and ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct RestoreRange {
@@ -199,7 +202,8 @@ impl RestoreReader {
     }
 
     /// Hands `first` and up to [`RESTORE_BATCH`] more records that are ready (for at most
-    /// 50 ms) to `f`; returns how many records it handed over.
+    /// 50 ms, the clock read every [`CLOCK_EVERY`] records: reading it per record was 6% of
+    /// a restore's profile) to `f`; returns how many records it handed over.
     pub(super) fn batch(
         &self,
         first: KafkaResult<BorrowedMessage<'_>>,
@@ -227,7 +231,8 @@ impl RestoreReader {
                 }
                 Err(e) => return Err(self.consume_error(-1, e)),
             }
-            if n < RESTORE_BATCH && Instant::now() < deadline {
+            let in_time = n % CLOCK_EVERY != 0 || Instant::now() < deadline;
+            if n < RESTORE_BATCH && in_time {
                 next = self.consumer.recv().now_or_never();
             }
         }

@@ -134,6 +134,25 @@ pub(super) struct Runtime {
 /// `kafka.topic.metadata.refresh.interval.ms` setting overrides it.
 const INPUT_METADATA_REFRESH_MS: &str = "5000";
 
+/// The input consumer's settings that differ from librdkafka's defaults; a `kafka.<key>`
+/// setting overrides each. `fetch.wait.max.ms` bounds the broker's wait at the end of the
+/// input (librdkafka's 500 ms default delays the first records after a quiet spell).
+/// `fetch.queue.backoff.ms` is how long librdkafka waits before fetching a partition again
+/// once its queue held `queued.min.messages` (default 1 s): a consumer that drains that
+/// queue within the second then idles, as the restore consumer did (2.1× faster restores
+/// at 10 ms, BENCHMARKS.md); on the input, at today's processing rate, no setting measured
+/// (`fetch.queue.backoff.ms`, `queued.min.messages`, `fetch.min.bytes`,
+/// `max.partition.fetch.bytes`, the producer's `linger.ms`) moved the throughput beyond the
+/// run-to-run spread, the consume path being a few percent of the worker's profile.
+const INPUT_DEFAULTS: &[(&str, &str)] = &[
+    (
+        "topic.metadata.refresh.interval.ms",
+        INPUT_METADATA_REFRESH_MS,
+    ),
+    ("fetch.wait.max.ms", "100"),
+    ("fetch.queue.backoff.ms", "10"),
+];
+
 fn client_config(config: &RuntimeConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.bootstrap);
@@ -244,15 +263,10 @@ pub async fn run(
         None
     };
     let mut consumer_cfg = client_config(&config);
-    if !config
-        .kafka
-        .pairs()
-        .any(|(k, _)| k == "topic.metadata.refresh.interval.ms")
-    {
-        consumer_cfg.set(
-            "topic.metadata.refresh.interval.ms",
-            INPUT_METADATA_REFRESH_MS,
-        );
+    for (key, value) in INPUT_DEFAULTS {
+        if !config.kafka.pairs().any(|(k, _)| k == *key) {
+            consumer_cfg.set(*key, *value);
+        }
     }
     let consumer: StreamConsumer = consumer_cfg
         .set(
@@ -262,7 +276,6 @@ pub async fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "100")
         .set(
             "isolation.level",
             if config.exactly_once {
