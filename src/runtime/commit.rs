@@ -143,6 +143,11 @@ impl Runtime {
             }
             let id = *id;
             self.awaiting.pop_front();
+            for p in &self.processing {
+                if let Some(offset) = self.producer.last_changelog_offset(*p) {
+                    self.manager.handle_changelog_acked(*p, offset);
+                }
+            }
             self.manager.handle_flush_acked(Instant::now(), id);
             any = true;
         }

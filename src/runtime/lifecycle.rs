@@ -59,6 +59,7 @@ impl Runtime {
             Action::CommitOffsets { offsets } => self.commit_offsets(&offsets).await?,
             Action::CommitTransaction { offsets } => self.commit_transaction(&offsets)?,
             Action::AbortTransaction => self.abort_transaction(),
+            Action::Checkpoint { .. } | Action::DiscardCheckpoint { .. } => {}
             Action::CloseClean { task } => self.close(task, true),
             Action::CloseDirty { task } => self.close(task, false),
             Action::DropDormant { task } => {

@@ -26,7 +26,7 @@ mod task;
 mod task_dir;
 
 pub use error::RuntimeError;
-pub use manager::{TaskManager, TaskState, TaskStatus};
+pub use manager::{CheckpointPolicy, TaskManager, TaskState, TaskStatus};
 pub use offsets::{CoordinatorOffsets, OffsetCommitter, OffsetsError};
 pub use partitioner::{murmur2, windowed_partition};
 pub use processor::{

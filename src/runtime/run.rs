@@ -68,6 +68,8 @@ pub struct RuntimeConfig {
     pub state_cleanup_delay: Duration,
     /// How long retriable coordinator errors are retried before they are fatal.
     pub task_timeout: Duration,
+    /// When a persistent store is checkpointed between clean closes.
+    pub checkpoint: super::CheckpointPolicy,
     /// Where the runtime publishes the member's and the tasks' status (`/readyz`, `/status`).
     pub status: super::status::StatusBoard,
 }
@@ -329,6 +331,7 @@ pub async fn run(
                 exactly_once: config.exactly_once,
                 commit_interval: config.commit_interval,
                 cleanup_delay: config.state_cleanup_delay,
+                checkpoint: None,
             },
             Instant::now(),
         ),
@@ -451,6 +454,7 @@ mod tests {
             state_dir: std::env::temp_dir().join(format!("kstate-run-{}", uuid::Uuid::new_v4())),
             state_cleanup_delay: Duration::from_secs(600),
             task_timeout: Duration::from_secs(1),
+            checkpoint: super::super::CheckpointPolicy::DEFAULT,
             status: super::super::StatusBoard::new(),
         }
     }

@@ -119,6 +119,13 @@ pub struct WorkerConfig {
     /// How long a retriable coordinator error is retried before it is fatal (Kafka Streams'
     /// `task.timeout.ms`).
     pub task_timeout: Duration,
+    /// `state.checkpoint.records`: a persistent store is checkpointed (made durable, its
+    /// `.checkpoint` written) once its changelog offset moved by this many records since the
+    /// last checkpoint (Kafka Streams' fixed threshold is 10,000).
+    pub checkpoint_records: u64,
+    /// `state.checkpoint.interval.ms`: a persistent store whose changelog offset moved is
+    /// checkpointed at least this often, however few records moved.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -142,6 +149,8 @@ impl Default for WorkerConfig {
             kafka: KafkaProperties::new(),
             state_cleanup_delay: Duration::from_secs(600),
             task_timeout: Duration::from_secs(300),
+            checkpoint_records: crate::runtime::CheckpointPolicy::DEFAULT.records,
+            checkpoint_interval: crate::runtime::CheckpointPolicy::DEFAULT.interval,
         }
     }
 }
@@ -180,6 +189,17 @@ fn millis(key: &str, value: &str) -> Result<Duration, ConfigError> {
         .parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|_| bad(key, value, "expected a non-negative number of milliseconds"))
+}
+
+fn positive_millis(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    match millis(key, value)? {
+        d if d.is_zero() => Err(bad(
+            key,
+            value,
+            "expected a positive number of milliseconds",
+        )),
+        d => Ok(d),
+    }
 }
 
 fn non_empty(key: &str, value: &str) -> Result<String, ConfigError> {
@@ -232,6 +252,10 @@ impl WorkerConfig {
             status: crate::runtime::StatusBoard::new(),
             state_cleanup_delay: self.state_cleanup_delay,
             task_timeout: self.task_timeout,
+            checkpoint: crate::runtime::CheckpointPolicy {
+                records: self.checkpoint_records,
+                interval: self.checkpoint_interval,
+            },
         })
     }
 
@@ -315,6 +339,13 @@ impl WorkerConfig {
                 }
                 "state.cleanup.delay.ms" => c.state_cleanup_delay = millis(k, v)?,
                 "task.timeout.ms" => c.task_timeout = millis(k, v)?,
+                "state.checkpoint.records" => {
+                    c.checkpoint_records = match v.parse::<u64>() {
+                        Ok(n) if n > 0 => n,
+                        _ => return Err(bad(k, v, "expected a positive number of records")),
+                    }
+                }
+                "state.checkpoint.interval.ms" => c.checkpoint_interval = positive_millis(k, v)?,
                 "restore.corrupt.records" => {
                     c.restore_skip_corrupt = match v {
                         "fail" => false,
@@ -468,6 +499,49 @@ mod tests {
             ],
         );
         assert_eq!(set.unwrap().commit_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn checkpoint_keys_default_to_kafka_streams_and_refuse_zero_and_garbage() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.checkpoint_records, 10_000);
+        assert_eq!(c.checkpoint_interval, Duration::from_secs(60));
+        let c = load(
+            "",
+            &[
+                "state.checkpoint.records=500",
+                "state.checkpoint.interval.ms=2500",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.checkpoint_records, 500);
+        assert_eq!(c.checkpoint_interval, Duration::from_millis(2500));
+        let policy = c.runtime_config().unwrap().checkpoint;
+        assert_eq!(
+            (policy.records, policy.interval),
+            (500, Duration::from_millis(2500))
+        );
+        for (arg, reason) in [
+            ("state.checkpoint.records=0", "positive number of records"),
+            ("state.checkpoint.records=-5", "positive number of records"),
+            (
+                "state.checkpoint.records=many",
+                "positive number of records",
+            ),
+            (
+                "state.checkpoint.interval.ms=0",
+                "positive number of milliseconds",
+            ),
+            (
+                "state.checkpoint.interval.ms=1s",
+                "non-negative number of milliseconds",
+            ),
+        ] {
+            let err = load("", &[arg]).unwrap_err().to_string();
+            let key = arg.split('=').next().unwrap();
+            assert!(err.contains(&format!("'{key}'")), "{err}");
+            assert!(err.contains(reason), "{arg}: {err}");
+        }
     }
 
     #[test]
