@@ -98,9 +98,22 @@ impl Runtime {
             Some(task) => task,
             None => {
                 let id = task_id(partition);
+                let dir = super::task_store::store_dir(
+                    &self.config.state_dir,
+                    &self.config.application_id,
+                    &id,
+                    &self.config.store_name,
+                );
+                let inner = tokio::task::block_in_place(|| {
+                    super::task_store::open_task_store(&self.config.store_type, &dir)
+                })
+                .map_err(|source| RuntimeError::OpenStore {
+                    task: id.to_string(),
+                    source,
+                })?;
                 let processor = self
                     .factory
-                    .create(&self.config.store_name, self.budget.clone())
+                    .create(&self.config.store_name, self.budget.clone(), inner)
                     .map_err(|source| RuntimeError::Process {
                         task: id.to_string(),
                         source: Box::new(source),

@@ -24,6 +24,7 @@ mod state_lock;
 pub mod status;
 mod task;
 mod task_dir;
+mod task_store;
 
 pub use error::RuntimeError;
 pub use manager::{CheckpointPolicy, TaskManager, TaskState, TaskStatus};

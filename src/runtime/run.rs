@@ -49,6 +49,9 @@ pub struct RuntimeConfig {
     pub input_topic: String,
     pub output_topic: String,
     pub store_name: String,
+    /// The byte store under each task's cache (`store.type`), opened per task under
+    /// `<state_dir>/<application_id>/<task id>/<store_name>` when persistent.
+    pub store_type: crate::store::StoreType,
     pub store_retention: Duration,
     pub commit_interval: Duration,
     pub cache_max_bytes: usize,
@@ -441,6 +444,7 @@ mod tests {
             input_topic: "in".into(),
             output_topic: "out".into(),
             store_name: "counts".into(),
+            store_type: crate::store::StoreType::InMemory,
             store_retention: Duration::from_secs(60),
             commit_interval: Duration::from_secs(1),
             cache_max_bytes: 0,

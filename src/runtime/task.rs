@@ -7,7 +7,7 @@ use super::processor::{OutputRecord, ProcessError, TaskProcessor};
 use crate::changelog::{apply_record, ChangelogError, CorruptRecordPolicy};
 use crate::membership::TaskId;
 use crate::session::Outcome;
-use crate::store::{CachingSessionStore, InMemoryBytesStore, RecordContext};
+use crate::store::{CachingSessionStore, RecordContext, TaskBytesStore};
 
 pub struct Task {
     pub id: TaskId,
@@ -88,7 +88,7 @@ impl Task {
     }
 
     /// The task's session store (the snapshot of a clean close is taken of its inner store).
-    pub fn store(&mut self) -> &mut CachingSessionStore<InMemoryBytesStore> {
+    pub fn store(&mut self) -> &mut CachingSessionStore<TaskBytesStore> {
         self.processor.store()
     }
 

@@ -206,7 +206,11 @@ mod tests {
         )
         .unwrap();
         let processor = count_factory(windows)
-            .create("counts", CacheBudget::new(1 << 20))
+            .create(
+                "counts",
+                CacheBudget::new(1 << 20),
+                crate::store::TaskBytesStore::default(),
+            )
             .unwrap();
         Task::new(id(), "in".into(), processor, TOPIC.into(), None)
     }

@@ -68,6 +68,44 @@ pub trait ByteKeyValueStore: Send {
         self.len() == 0
     }
 
+    /// Makes every write so far durable on disk (a no-op for stores that keep nothing on
+    /// disk). Called before a checkpoint names the changelog offset the store reflects.
+    fn flush_durable(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether the store keeps its entries on disk across a restart.
+    fn is_persistent(&self) -> bool {
+        false
+    }
+
+    /// Bytes of memory the store holds now (for an in-memory store, its contents; for a
+    /// persistent one, its caches and write buffers, bounded by its configuration).
+    fn memory_bytes(&self) -> usize {
+        self.approximate_bytes()
+    }
+
+    /// Whether the store keeps its own index of grouped keys (at least [`GROUP_SUFFIX_LEN`]
+    /// bytes) by the big-endian `i64` time in the first 8 bytes of their suffix (a session
+    /// key's end), so that [`delete_timed_through`](Self::delete_timed_through) and
+    /// [`max_time`](Self::max_time) cost what they find, not the store's size. A caller that
+    /// expires keys by time keeps such an index itself when this is `false`.
+    fn is_time_indexed(&self) -> bool {
+        false
+    }
+
+    /// Deletes every grouped key whose time is at most `horizon`; returns how many. Stores
+    /// without a time index delete nothing (see [`is_time_indexed`](Self::is_time_indexed)).
+    fn delete_timed_through(&mut self, horizon: i64) -> Result<usize, StoreError> {
+        let _ = horizon;
+        Ok(0)
+    }
+
+    /// The largest time of a grouped key, if the store has a time index and any such key.
+    fn max_time(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
     /// Entries with `lo <= key < hi`, in ascending key order.
     fn range(&self, lo: &[u8], hi: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
         let mut out = Vec::new();
@@ -125,6 +163,24 @@ impl<T: ByteKeyValueStore + ?Sized> ByteKeyValueStore for Box<T> {
     }
     fn approximate_bytes(&self) -> usize {
         (**self).approximate_bytes()
+    }
+    fn flush_durable(&mut self) -> Result<(), StoreError> {
+        (**self).flush_durable()
+    }
+    fn is_persistent(&self) -> bool {
+        (**self).is_persistent()
+    }
+    fn memory_bytes(&self) -> usize {
+        (**self).memory_bytes()
+    }
+    fn is_time_indexed(&self) -> bool {
+        (**self).is_time_indexed()
+    }
+    fn delete_timed_through(&mut self, horizon: i64) -> Result<usize, StoreError> {
+        (**self).delete_timed_through(horizon)
+    }
+    fn max_time(&self) -> Result<Option<i64>, StoreError> {
+        (**self).max_time()
     }
 }
 
@@ -452,6 +508,83 @@ pub(crate) mod contract {
         }
     }
 
+    /// A grouped key: `prefix ‖ time (8 bytes BE) ‖ 8 more bytes`.
+    fn timed_key(prefix: &[u8], time: i64, tail: u64) -> Bytes {
+        let mut k = prefix.to_vec();
+        k.extend_from_slice(&time.to_be_bytes());
+        k.extend_from_slice(&tail.to_be_bytes());
+        Bytes::from(k)
+    }
+
+    pub fn time_index_deletes_through_the_horizon<S: ByteKeyValueStore>(mut s: S) {
+        if !s.is_time_indexed() {
+            s.put(timed_key(b"k", 5, 0), b(b"v")).unwrap();
+            assert_eq!(s.delete_timed_through(i64::MAX).unwrap(), 0);
+            assert_eq!(s.max_time().unwrap(), None);
+            assert_eq!(s.len(), 1);
+            return;
+        }
+        assert_eq!(s.max_time().unwrap(), None);
+        let mut model = BTreeMap::new();
+        for (i, time) in [7i64, -3, 0, 12, 7, 30, 2].into_iter().enumerate() {
+            for prefix in [&b""[..], b"a", b"ab"] {
+                let (k, v) = (
+                    timed_key(prefix, time, i as u64),
+                    Bytes::from(vec![i as u8; i]),
+                );
+                s.put(k.clone(), v.clone()).unwrap();
+                model.insert(k, v);
+            }
+        }
+        s.put(b(b"short"), b(b"never expires")).unwrap();
+        model.insert(b(b"short"), b(b"never expires"));
+        // An overwrite keeps one index entry.
+        s.put(timed_key(b"a", 12, 3), b(b"again")).unwrap();
+        model.insert(timed_key(b"a", 12, 3), b(b"again"));
+        assert_eq!(s.max_time().unwrap(), Some(30));
+        let bytes_with = s.approximate_bytes();
+        for horizon in [-10, 0, 0, 7, 11] {
+            let before = model.len();
+            model.retain(|k: &Bytes, _| {
+                k.len() < 16
+                    || i64::from_be_bytes(k[k.len() - 16..k.len() - 8].try_into().unwrap())
+                        > horizon
+            });
+            assert_eq!(
+                s.delete_timed_through(horizon).unwrap(),
+                before - model.len(),
+                "through {horizon}"
+            );
+            assert_eq!(
+                s.scan_all().unwrap(),
+                model.clone().into_iter().collect::<Vec<_>>()
+            );
+            assert_eq!(s.len(), model.len());
+        }
+        assert!(s.approximate_bytes() < bytes_with);
+        // A key written behind the horizon is still found by the next pass.
+        s.put(timed_key(b"z", 1, 0), b(b"late")).unwrap();
+        s.delete(&timed_key(b"a", 30, 5)).unwrap();
+        model.remove(&timed_key(b"a", 30, 5));
+        assert_eq!(
+            s.delete_timed_through(12).unwrap(),
+            4,
+            "the late key and three at 12"
+        );
+        model.retain(|k: &Bytes, _| {
+            k.len() < 16
+                || i64::from_be_bytes(k[k.len() - 16..k.len() - 8].try_into().unwrap()) > 12
+        });
+        assert_eq!(
+            s.scan_all().unwrap(),
+            model.clone().into_iter().collect::<Vec<_>>()
+        );
+        assert_eq!(s.max_time().unwrap(), Some(30));
+        s.clear().unwrap();
+        assert_eq!(s.max_time().unwrap(), None);
+        assert_eq!(s.delete_timed_through(100).unwrap(), 0);
+    }
+
     pub fn matches_btreemap_model<S: ByteKeyValueStore>(mut s: S) {
         let mut model = BTreeMap::new();
         let mut x: u32 = 12345;
@@ -519,6 +652,10 @@ macro_rules! byte_store_contract_tests {
             #[test]
             fn group_scan_matches_filtered_range() {
                 contract::group_scan_matches_filtered_range(($make)());
+            }
+            #[test]
+            fn time_index_deletes_through_the_horizon() {
+                contract::time_index_deletes_through_the_horizon(($make)());
             }
             #[test]
             fn matches_btreemap_model() {

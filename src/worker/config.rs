@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::protocol::KafkaProperties;
+use crate::store::{PersistentOptions, StoreType};
 
 /// Kafka Streams' `processing.guarantee`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,8 @@ pub struct WorkerConfig {
     pub processing_guarantee: ProcessingGuarantee,
     /// `state.dir`.
     pub state_dir: PathBuf,
+    /// `store.type`, with `store.persistent.memory.bytes` when persistent.
+    pub store_type: StoreType,
     /// Where the Prometheus endpoint listens; `None` when `metrics.addr` is empty.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `deserialization.exception.handler`.
@@ -143,6 +146,7 @@ impl Default for WorkerConfig {
             cache_max_bytes: 10 * 1024 * 1024,
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             state_dir: PathBuf::from("/tmp/kstate"),
+            store_type: StoreType::InMemory,
             metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
             deserialization_policy: DeserializationPolicy::LogAndFail,
             restore_skip_corrupt: false,
@@ -235,6 +239,7 @@ impl WorkerConfig {
             input_topic: self.input_topic.clone(),
             output_topic: self.output_topic.clone(),
             store_name: self.store_name.clone(),
+            store_type: self.store_type.clone(),
             store_retention: self.retention,
             commit_interval: self.commit_interval,
             cache_max_bytes: self.cache_max_bytes,
@@ -292,6 +297,8 @@ impl WorkerConfig {
         let mut c = Self::default();
         let mut retention = None;
         let mut commit_interval = None;
+        let mut persistent = false;
+        let mut persistent_options = PersistentOptions::default();
         for (key, value) in values {
             let k = key.as_str();
             let v = value.as_str();
@@ -323,6 +330,29 @@ impl WorkerConfig {
                     }
                 }
                 "state.dir" => c.state_dir = PathBuf::from(non_empty(k, v)?),
+                "store.type" => {
+                    persistent = match v {
+                        "in_memory" => false,
+                        "persistent" => true,
+                        _ => return Err(bad(k, v, "expected in_memory or persistent")),
+                    }
+                }
+                "store.persistent.memory.bytes" => {
+                    let bytes: u64 = v
+                        .parse()
+                        .map_err(|_| bad(k, v, "expected a number of bytes"))?;
+                    if bytes < PersistentOptions::MIN_MEMORY_BYTES {
+                        return Err(bad(
+                            k,
+                            v,
+                            format!(
+                                "must be at least {} (4 MiB)",
+                                PersistentOptions::MIN_MEMORY_BYTES
+                            ),
+                        ));
+                    }
+                    persistent_options = PersistentOptions::with_memory_bytes(bytes);
+                }
                 "metrics.addr" => {
                     c.metrics_addr = if v.is_empty() {
                         None
@@ -365,6 +395,9 @@ impl WorkerConfig {
                     _ => return Err(ConfigError::UnknownKey { key: key.clone() }),
                 },
             }
+        }
+        if persistent {
+            c.store_type = StoreType::Persistent(persistent_options);
         }
         let min_retention = c.inactivity_gap + c.grace;
         c.retention = match retention {
@@ -545,8 +578,29 @@ mod tests {
     }
 
     #[test]
+    fn store_type_defaults_to_in_memory_and_persistent_takes_a_budget() {
+        assert_eq!(load("", &[]).unwrap().store_type, StoreType::InMemory);
+        assert_eq!(
+            load("", &["store.type=persistent"]).unwrap().store_type,
+            StoreType::Persistent(PersistentOptions::default())
+        );
+        let c = load(
+            "\"store.type\" = \"persistent\"\n\"store.persistent.memory.bytes\" = 16777216\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.store_type,
+            StoreType::Persistent(PersistentOptions::with_memory_bytes(16 << 20))
+        );
+        // The budget alone does not switch the store type.
+        let c = load("", &["store.persistent.memory.bytes=16777216"]).unwrap();
+        assert_eq!(c.store_type, StoreType::InMemory);
+    }
+
+    #[test]
     fn errors_name_the_key() {
-        let cases: [(&str, &[&str], &str); 7] = [
+        let cases: [(&str, &[&str], &str); 10] = [
             ("colour = \"red\"\n", &[], "colour"),
             ("", &["grace.ms=soon"], "grace.ms"),
             (
@@ -558,6 +612,17 @@ mod tests {
             ("", &["input.topic=bad topic"], "input.topic"),
             ("", &["metrics.addr=nowhere"], "metrics.addr"),
             ("", &["inactivity.gap.ms=0"], "inactivity.gap.ms"),
+            ("", &["store.type=rocksdb"], "store.type"),
+            (
+                "",
+                &["store.persistent.memory.bytes=lots"],
+                "store.persistent.memory.bytes",
+            ),
+            (
+                "",
+                &["store.persistent.memory.bytes=1048576"],
+                "store.persistent.memory.bytes",
+            ),
         ];
         for (text, overrides, key) in cases {
             let err = load(text, overrides).unwrap_err();
