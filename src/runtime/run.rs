@@ -334,7 +334,8 @@ pub async fn run(
                 exactly_once: config.exactly_once,
                 commit_interval: config.commit_interval,
                 cleanup_delay: config.state_cleanup_delay,
-                checkpoint: None,
+                checkpoint: matches!(config.store_type, crate::store::StoreType::Persistent(_))
+                    .then_some(config.checkpoint),
             },
             Instant::now(),
         ),

@@ -57,6 +57,11 @@ impl Task {
         self.changelog_offset = Some(self.changelog_offset.map_or(offset, |o| o.max(offset)));
     }
 
+    /// Makes what the store holds durable (a no-op in memory), before a checkpoint names it.
+    pub fn flush_durable(&mut self) -> Result<(), crate::store::StoreError> {
+        self.processor.store().flush_durable()
+    }
+
     /// Empties the store for a full restore.
     pub fn clear(&mut self, position: Option<i64>) -> Result<(), ChangelogError> {
         let partition = self.partition();

@@ -494,6 +494,12 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 
     /// Empties the cache (dirty entries included), the inner store, the eviction queue and
     /// the expiry clock (EOS rollback: state is restored again from the changelog).
+    /// Makes the inner store's writes durable ([`ByteKeyValueStore::flush_durable`]); what
+    /// the cache still holds is not written.
+    pub fn flush_durable(&mut self) -> Result<(), StoreError> {
+        self.inner.store.flush_durable()
+    }
+
     pub fn clear(&mut self) -> Result<(), StoreError> {
         self.cache.clear();
         self.evicted.clear();
