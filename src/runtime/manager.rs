@@ -607,7 +607,8 @@ impl TaskManager {
         }
     }
 
-    /// Emits a checkpoint of `task`'s persistent store when the policy says it is due.
+    /// Emits a checkpoint of `task`'s persistent store when the policy says it is due (its
+    /// time bound read at the latest `now` passed in: restore progress carries none).
     fn maybe_checkpoint(&mut self, task: Partition) {
         let Some(policy) = self.config.checkpoint else {
             return;
