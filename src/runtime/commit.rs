@@ -286,13 +286,16 @@ impl Runtime {
             );
         }
         let mut cache = crate::store::CacheMetrics::default();
+        let mut store_memory = 0;
         for t in self.tasks.values_mut() {
             let m = t.cache_metrics();
             cache.hits += m.hits;
             cache.misses += m.misses;
             cache.evictions += m.evictions;
+            store_memory += t.store_memory_bytes();
         }
         metrics::cache(cache);
+        metrics::store_memory(store_memory);
         self.manager.handle_commit_result(Instant::now(), Ok(()));
     }
 }

@@ -46,6 +46,12 @@ pub fn cache(m: CacheMetrics) {
     gauge!("kstate_cache_evictions").set(m.evictions as f64);
 }
 
+/// Memory held by the running tasks' byte stores (in memory: their contents; persistent:
+/// block caches and memtables, bounded by `store.persistent.memory.bytes` per store).
+pub fn store_memory(bytes: usize) {
+    gauge!("kstate_store_memory_bytes").set(bytes as f64);
+}
+
 pub fn commit_latency(seconds: f64) {
     histogram!("kstate_commit_latency_seconds").record(seconds);
     counter!("kstate_commits_total").increment(1);
@@ -132,6 +138,11 @@ pub fn describe() {
         "kstate_cache_evictions",
         "Record cache evictions of the running tasks' stores."
     );
+    describe_gauge!(
+        "kstate_store_memory_bytes",
+        metrics::Unit::Bytes,
+        "Memory held by the running tasks' byte stores: their contents in memory, or a persistent store's block cache and memtables."
+    );
     describe_histogram!(
         "kstate_commit_latency_seconds",
         metrics::Unit::Seconds,
@@ -170,6 +181,7 @@ pub fn describe() {
     // A histogram series exists once registered, with a zero count until the first commit.
     let _ = histogram!("kstate_commit_latency_seconds");
     cache(CacheMetrics::default());
+    store_memory(0);
     assigned_tasks(0);
     task_board(0, 0, 0, 0, 0);
 }

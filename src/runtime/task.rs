@@ -131,4 +131,10 @@ impl Task {
     pub fn cache_metrics(&mut self) -> crate::store::CacheMetrics {
         self.store().cache().metrics()
     }
+
+    /// Memory held by the task's byte store (see `ByteKeyValueStore::memory_bytes`).
+    pub fn store_memory_bytes(&mut self) -> usize {
+        use crate::store::ByteKeyValueStore;
+        self.store().inner().memory_bytes()
+    }
 }
