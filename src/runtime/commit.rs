@@ -143,6 +143,11 @@ impl Runtime {
             }
             let id = *id;
             self.awaiting.pop_front();
+            for p in &self.processing {
+                if let Some(offset) = self.producer.last_changelog_offset(*p) {
+                    self.manager.handle_changelog_acked(*p, offset);
+                }
+            }
             self.manager.handle_flush_acked(Instant::now(), id);
             any = true;
         }
@@ -281,6 +286,7 @@ impl Runtime {
             );
         }
         let mut cache = crate::store::CacheMetrics::default();
+        let mut store_memory = 0;
         for t in self.tasks.values_mut() {
             let m = t.cache_metrics();
             cache.hits += m.hits;
@@ -288,8 +294,10 @@ impl Runtime {
             cache.evictions += m.evictions;
             cache.commit_flushes += m.commit_flushes;
             cache.eviction_flushes += m.eviction_flushes;
+            store_memory += t.store_memory_bytes();
         }
         metrics::cache(cache);
+        metrics::store_memory(store_memory);
         self.manager.handle_commit_result(Instant::now(), Ok(()));
     }
 }

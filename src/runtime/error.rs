@@ -71,6 +71,12 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("task {task}: opening its store")]
+    OpenStore {
+        task: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
     #[error("state directory {path} is locked by another worker (one worker per state.dir and application.id; give each worker its own state.dir)")]
     StateDirLocked { path: std::path::PathBuf },
     #[error("runtime::run needs a multi-thread tokio runtime (it runs blocking Kafka client calls on the worker threads); build one with #[tokio::main] or tokio::runtime::Builder::new_multi_thread()")]

@@ -21,7 +21,9 @@ use super::run::{RestoreStats, Runtime};
 use super::status::TaskPhase;
 use super::task::Task;
 use super::task_dir::TaskDir;
+use super::task_store::open_task_store;
 use crate::membership::TaskId;
+use crate::store::{PersistentBytesStore, StoreError, StoreType, TaskBytesStore};
 
 pub(super) fn task_id(partition: i32) -> TaskId {
     TaskId {
@@ -59,6 +61,10 @@ impl Runtime {
             Action::CommitOffsets { offsets } => self.commit_offsets(&offsets).await?,
             Action::CommitTransaction { offsets } => self.commit_transaction(&offsets)?,
             Action::AbortTransaction => self.abort_transaction(),
+            Action::Checkpoint { task, offset } => self.checkpoint(task, offset),
+            Action::DiscardCheckpoint { task } => self
+                .task_dir(task)
+                .discard_checkpoint(&task_id(task).to_string()),
             Action::CloseClean { task } => self.close(task, true),
             Action::CloseDirty { task } => self.close(task, false),
             Action::DropDormant { task } => {
@@ -90,16 +96,54 @@ impl Runtime {
         )
     }
 
+    /// Opens a task's byte store as `store.type` says. A persistent store is kept when its
+    /// checkpoint vouches for it (the offset is returned: its restore replays only the
+    /// changelog after it); otherwise, or when it cannot be opened, its checkpoint is deleted
+    /// and it is wiped for a full restore.
+    fn open_store(
+        &self,
+        dir: &TaskDir,
+        task: &str,
+        partition: i32,
+    ) -> Result<(TaskBytesStore, Option<i64>), StoreError> {
+        let StoreType::Persistent(options) = &self.config.store_type else {
+            return Ok((TaskBytesStore::default(), None));
+        };
+        if let Some(offset) = dir.prepare_persistent(task, &self.changelog_topic, partition) {
+            match PersistentBytesStore::open(dir.store_dir(), options) {
+                Ok(store) => return Ok((store.into(), Some(offset))),
+                Err(e) => {
+                    warn!(task, error = &e as &dyn std::error::Error,
+                        "cannot open the checkpointed persistent store; restoring the whole changelog");
+                    dir.discard_checkpoint(task);
+                }
+            }
+        }
+        Ok((
+            open_task_store(&self.config.store_type, dir.store_dir())?,
+            None,
+        ))
+    }
+
     fn create(&mut self, partition: i32, standby: bool) -> Result<(), RuntimeError> {
+        let persistent = matches!(self.config.store_type, StoreType::Persistent(_));
         // A dormant task's store is current up to its changelog offset; a new one may find
         // the state of an earlier clean close on disk.
         let task = match self.dormant.remove(&partition) {
             Some(task) => task,
             None => {
                 let id = task_id(partition);
+                let dir = self.task_dir(partition);
+                let (inner, checkpointed) = tokio::task::block_in_place(|| {
+                    self.open_store(&dir, &id.to_string(), partition)
+                })
+                .map_err(|source| RuntimeError::OpenStore {
+                    task: id.to_string(),
+                    source,
+                })?;
                 let processor = self
                     .factory
-                    .create(&self.config.store_name, self.budget.clone())
+                    .create(&self.config.store_name, self.budget.clone(), inner)
                     .map_err(|source| RuntimeError::Process {
                         task: id.to_string(),
                         source: Box::new(source),
@@ -111,14 +155,23 @@ impl Runtime {
                     self.changelog_topic.clone(),
                     None,
                 );
-                let dir = self.task_dir(partition);
-                tokio::task::block_in_place(|| dir.load(&mut task, self.config.exactly_once));
+                match checkpointed {
+                    Some(offset) => task.resume_after(offset),
+                    None if !persistent => {
+                        tokio::task::block_in_place(|| {
+                            dir.load(&mut task, self.config.exactly_once)
+                        });
+                    }
+                    None => {}
+                }
                 task
             }
         };
-        if self.config.exactly_once {
+        if self.config.exactly_once && !persistent {
             // Written again only on a clean close: a crash from here on must restore the
-            // whole changelog (Kafka Streams under exactly-once does the same).
+            // whole changelog (Kafka Streams under exactly-once does the same). A persistent
+            // store's checkpoint stays while it restores: the manager has it deleted when the
+            // task starts running.
             self.task_dir(partition).discard_checkpoint(&task.name);
         }
         let position = task.changelog_offset();
@@ -134,6 +187,7 @@ impl Runtime {
         partition: i32,
         after: Option<i64>,
     ) -> Result<(), RuntimeError> {
+        let dir = self.task_dir(partition);
         let Some(task) = self.tasks.get_mut(&partition) else {
             return Ok(());
         };
@@ -149,6 +203,11 @@ impl Runtime {
                 "the store's position is outside the changelog; clearing it for a full restore");
         }
         if range.full {
+            // The checkpoint goes first: a crash while the store is rebuilt must not leave it
+            // naming state the store no longer holds.
+            if after.is_some() {
+                dir.discard_checkpoint(&task.name);
+            }
             task.clear(range.position)
                 .map_err(|e| changelog_error(task, e))?;
         }
@@ -282,6 +341,14 @@ impl Runtime {
         } else {
             dir.discard_checkpoint(&task.name);
             info!(task = %task.name, "task closed dirty");
+        }
+    }
+
+    /// Makes a persistent store durable and writes its checkpoint at `offset`.
+    fn checkpoint(&mut self, partition: i32, offset: i64) {
+        let dir = self.task_dir(partition);
+        if let Some(task) = self.tasks.get_mut(&partition) {
+            tokio::task::block_in_place(|| dir.checkpoint(task, offset));
         }
     }
 

@@ -20,13 +20,22 @@
 //!   the revocation is acknowledged; a restoring or standby task has nothing to commit;
 //! - a refused commit or an aborted transaction closes the tasks dirty and rejoins the group;
 //! - a standby task follows its changelog and never processes; promoted, it restores only the
-//!   tail after its position.
+//!   tail after its position;
+//! - a persistent store (`checkpoint` policy set) is checkpointed, at most as often as the
+//!   policy says ([`CheckpointPolicy`]), at the changelog offset it holds: while it restores or
+//!   follows its changelog (the records come from the changelog), and under at-least-once
+//!   after a commit whose changelog records are all acknowledged. Under exactly-once a
+//!   running store holds uncommitted writes, so its checkpoint is removed when it starts
+//!   running and written again only by a clean close (docs/DESIGN.md §1).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
+mod checkpoint;
 mod types;
 
+use checkpoint::CheckpointClock;
+pub use checkpoint::CheckpointPolicy;
 pub use types::{Action, CommitFailure, ManagerConfig, Partition, TaskState, TaskStatus};
 
 #[derive(Debug)]
@@ -35,6 +44,10 @@ struct Entry {
     /// Next input offset (last processed + 1).
     position: Option<i64>,
     committed: Option<i64>,
+    /// Last changelog offset the store holds that Kafka holds too (restored, or produced and
+    /// acknowledged).
+    changelog: Option<i64>,
+    checkpoint: CheckpointClock,
 }
 
 /// A commit cycle in flight.
@@ -216,6 +229,8 @@ impl TaskManager {
         if entry.state != TaskState::Created {
             return;
         }
+        entry.changelog = position;
+        entry.checkpoint = CheckpointClock::new(position, self.now);
         entry.state = if self.wanted_standby.contains(&task) {
             TaskState::Standby {
                 position,
@@ -237,6 +252,10 @@ impl TaskManager {
     /// cleared for a full restore) and ends at `end`.
     pub fn handle_restore_started(&mut self, task: Partition, position: Option<i64>, end: i64) {
         if let Some(entry) = self.tasks.get_mut(&task) {
+            if entry.changelog != position {
+                entry.changelog = position;
+                entry.checkpoint.reset(position);
+            }
             match &mut entry.state {
                 TaskState::Restoring {
                     position: p,
@@ -262,10 +281,12 @@ impl TaskManager {
             match &mut entry.state {
                 TaskState::Restoring { position, .. } | TaskState::Standby { position, .. } => {
                     *position = Some(position.map_or(offset, |p| p.max(offset)));
+                    entry.changelog = *position;
                 }
                 _ => return,
             }
         }
+        self.maybe_checkpoint(task);
         self.check_restored(task);
     }
 
@@ -292,6 +313,13 @@ impl TaskManager {
             entry.state = TaskState::Running;
             entry.committed = *offset;
             entry.position = *offset;
+            if self.config.checkpoint.is_some() && self.config.exactly_once {
+                // From here on the store takes writes of open transactions: only a clean
+                // close vouches for it again.
+                entry.checkpoint = CheckpointClock::new(None, self.now);
+                self.actions
+                    .push_back(Action::DiscardCheckpoint { task: *task });
+            }
             self.actions.push_back(Action::StartProcessing {
                 task: *task,
                 offset: *offset,
@@ -304,6 +332,16 @@ impl TaskManager {
         if let Some(entry) = self.tasks.get_mut(&task) {
             if entry.state == TaskState::Running {
                 entry.position = Some(entry.position.map_or(offset + 1, |p| p.max(offset + 1)));
+            }
+        }
+    }
+
+    /// The changelog records of `task` up to `offset` are acknowledged (the driver tells
+    /// before [`handle_flush_acked`](Self::handle_flush_acked)).
+    pub fn handle_changelog_acked(&mut self, task: Partition, offset: i64) {
+        if let Some(entry) = self.tasks.get_mut(&task) {
+            if matches!(entry.state, TaskState::Running | TaskState::Suspended) {
+                entry.changelog = Some(entry.changelog.map_or(offset, |c| c.max(offset)));
             }
         }
     }
@@ -333,6 +371,20 @@ impl TaskManager {
                 for (task, offset) in &cycle.offsets {
                     if let Some(entry) = self.tasks.get_mut(task) {
                         entry.committed = Some(entry.committed.map_or(*offset, |c| c.max(*offset)));
+                    }
+                }
+                if !self.config.exactly_once {
+                    // The flush's changelog records are acknowledged and its offsets
+                    // committed: the store backs them (suspended tasks are checkpointed by
+                    // their clean close below).
+                    let running: Vec<Partition> = self
+                        .tasks
+                        .iter()
+                        .filter(|(_, e)| e.state == TaskState::Running)
+                        .map(|(p, _)| *p)
+                        .collect();
+                    for task in running {
+                        self.maybe_checkpoint(task);
                     }
                 }
                 self.close_suspended();
@@ -526,6 +578,8 @@ impl TaskManager {
                             state: TaskState::Created,
                             position: None,
                             committed: None,
+                            changelog: None,
+                            checkpoint: CheckpointClock::new(None, self.now),
                         },
                     );
                     self.actions.push_back(Action::Create { task, standby });
@@ -551,6 +605,28 @@ impl TaskManager {
         if self.next_commit.is_none() && !self.wanted_active.is_empty() {
             self.next_commit = Some(self.now + self.config.commit_interval);
         }
+    }
+
+    /// Emits a checkpoint of `task`'s persistent store when the policy says it is due (its
+    /// time bound read at the latest `now` passed in: restore progress carries none).
+    fn maybe_checkpoint(&mut self, task: Partition) {
+        let Some(policy) = self.config.checkpoint else {
+            return;
+        };
+        let now = self.now;
+        let Some(entry) = self.tasks.get_mut(&task) else {
+            return;
+        };
+        let Some(offset) = entry.changelog else {
+            return;
+        };
+        let running_eos = self.config.exactly_once
+            && matches!(entry.state, TaskState::Running | TaskState::Suspended);
+        if running_eos || !entry.checkpoint.due(&policy, now, offset) {
+            return;
+        }
+        entry.checkpoint.wrote(offset, now);
+        self.actions.push_back(Action::Checkpoint { task, offset });
     }
 
     fn check_restored(&mut self, task: Partition) {
@@ -625,3 +701,6 @@ fn lag_of(position: Option<i64>, end: i64) -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod checkpoint_tests;

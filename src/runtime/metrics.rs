@@ -48,6 +48,12 @@ pub fn cache(m: CacheMetrics) {
     gauge!("kstate_cache_flushes", "cause" => "eviction").set(m.eviction_flushes as f64);
 }
 
+/// Memory held by the running tasks' byte stores (in memory: their contents; persistent:
+/// block caches and memtables, bounded by `store.persistent.memory.bytes` per store).
+pub fn store_memory(bytes: usize) {
+    gauge!("kstate_store_memory_bytes").set(bytes as f64);
+}
+
 pub fn commit_latency(seconds: f64) {
     histogram!("kstate_commit_latency_seconds").record(seconds);
     counter!("kstate_commits_total").increment(1);
@@ -139,6 +145,11 @@ pub fn describe() {
         "Record cache flushes of the running tasks' stores, by cause: a commit (or close), \
          or the eviction of a dirty entry."
     );
+    describe_gauge!(
+        "kstate_store_memory_bytes",
+        metrics::Unit::Bytes,
+        "Memory held by the running tasks' byte stores: their contents in memory, or a persistent store's block cache and memtables."
+    );
     describe_histogram!(
         "kstate_commit_latency_seconds",
         metrics::Unit::Seconds,
@@ -177,6 +188,7 @@ pub fn describe() {
     // A histogram series exists once registered, with a zero count until the first commit.
     let _ = histogram!("kstate_commit_latency_seconds");
     cache(CacheMetrics::default());
+    store_memory(0);
     assigned_tasks(0);
     task_board(0, 0, 0, 0, 0);
 }

@@ -24,9 +24,10 @@ mod state_lock;
 pub mod status;
 mod task;
 mod task_dir;
+mod task_store;
 
 pub use error::RuntimeError;
-pub use manager::{TaskManager, TaskState, TaskStatus};
+pub use manager::{CheckpointPolicy, TaskManager, TaskState, TaskStatus};
 pub use offsets::{CoordinatorOffsets, OffsetCommitter, OffsetsError};
 pub use partitioner::{murmur2, windowed_partition};
 pub use processor::{

@@ -13,7 +13,7 @@ use crate::session::{
     SessionChange, SessionError, SessionStore, SessionWindowAggregate, SessionWindows, StringSerde,
     Sum,
 };
-use crate::store::{CacheBudget, CachingSessionStore, InMemoryBytesStore, RecordContext};
+use crate::store::{CacheBudget, CachingSessionStore, RecordContext, TaskBytesStore};
 
 /// One flushed session, ready for the changelog and the output topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,17 +77,20 @@ pub trait TaskProcessor: Send {
     /// Records that cache eviction wrote through since the last call.
     fn take_evicted(&mut self) -> Result<Vec<OutputRecord>, ProcessError>;
     /// The byte store under the cache (restore writes through `put_inner`/`delete_inner`).
-    fn store(&mut self) -> &mut CachingSessionStore<InMemoryBytesStore>;
+    fn store(&mut self) -> &mut CachingSessionStore<TaskBytesStore>;
     /// Record counters.
     fn metrics(&self) -> AggregateMetrics;
 }
 
 /// Builds a task's processor: one per task, each with its own store and stream time.
 pub trait ProcessorFactory: Send + Sync {
+    /// A processor whose caching store sits on `inner` (the runtime opens it as
+    /// `store.type` says: in memory, or persistent under the task's directory).
     fn create(
         &self,
         store_name: &str,
         budget: CacheBudget,
+        inner: TaskBytesStore,
     ) -> Result<Box<dyn TaskProcessor>, ProcessError>;
 }
 
@@ -95,7 +98,7 @@ pub trait ProcessorFactory: Send + Sync {
 /// does: malformed bytes become U+FFFD), with input values read by `VS` and aggregates
 /// stored by `AS`.
 pub struct SessionAggregation<V, A, VS, AS, I, G, M> {
-    store: SessionStore<String, A, StringSerde, AS>,
+    store: SessionStore<String, A, StringSerde, AS, TaskBytesStore>,
     step: SessionWindowAggregate<A, I, G, M>,
     value_serde: VS,
     _value: PhantomData<fn() -> V>,
@@ -154,7 +157,7 @@ where
             .collect())
     }
 
-    fn store(&mut self) -> &mut CachingSessionStore<InMemoryBytesStore> {
+    fn store(&mut self) -> &mut CachingSessionStore<TaskBytesStore> {
         self.store.bytes_mut()
     }
 
@@ -221,11 +224,12 @@ where
         &self,
         store_name: &str,
         budget: CacheBudget,
+        inner: TaskBytesStore,
     ) -> Result<Box<dyn TaskProcessor>, ProcessError> {
         let store = SessionStore::for_windows(
             store_name,
             budget,
-            InMemoryBytesStore::new(),
+            inner,
             &self.windows,
             StringSerde,
             self.aggregate_serde.clone(),
@@ -288,7 +292,11 @@ mod tests {
     #[test]
     fn count_merges_sessions_and_flushes_put_before_tombstones() {
         let mut p = count_factory(windows())
-            .create("counts", CacheBudget::new(1 << 20))
+            .create(
+                "counts",
+                CacheBudget::new(1 << 20),
+                TaskBytesStore::default(),
+            )
             .unwrap();
         // 100 and 115 are more than a gap apart; 108 bridges them into one session.
         for (offset, t) in [(0, 100), (1, 115), (2, 108)] {
@@ -321,7 +329,7 @@ mod tests {
     #[test]
     fn sum_adds_values_and_names_an_undeserializable_record() {
         let mut p = sum_factory(windows())
-            .create("sums", CacheBudget::new(1 << 20))
+            .create("sums", CacheBudget::new(1 << 20), TaskBytesStore::default())
             .unwrap();
         p.process(Some(b"k"), Some(&5i64.to_be_bytes()), ctx(0, 100))
             .unwrap();
@@ -344,7 +352,11 @@ mod tests {
     #[test]
     fn malformed_utf8_keys_are_replaced_as_java_does() {
         let mut p = count_factory(windows())
-            .create("counts", CacheBudget::new(1 << 20))
+            .create(
+                "counts",
+                CacheBudget::new(1 << 20),
+                TaskBytesStore::default(),
+            )
             .unwrap();
         p.process(Some(&[0x66, 0xff, 0x6f]), None, ctx(0, 100))
             .unwrap();

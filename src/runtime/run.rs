@@ -49,6 +49,9 @@ pub struct RuntimeConfig {
     pub input_topic: String,
     pub output_topic: String,
     pub store_name: String,
+    /// The byte store under each task's cache (`store.type`), opened per task under
+    /// `<state_dir>/<application_id>/<task id>/<store_name>` when persistent.
+    pub store_type: crate::store::StoreType,
     pub store_retention: Duration,
     pub commit_interval: Duration,
     pub cache_max_bytes: usize,
@@ -68,6 +71,8 @@ pub struct RuntimeConfig {
     pub state_cleanup_delay: Duration,
     /// How long retriable coordinator errors are retried before they are fatal.
     pub task_timeout: Duration,
+    /// When a persistent store is checkpointed between clean closes.
+    pub checkpoint: super::CheckpointPolicy,
     /// Where the runtime publishes the member's and the tasks' status (`/readyz`, `/status`).
     pub status: super::status::StatusBoard,
 }
@@ -342,6 +347,8 @@ pub async fn run(
                 exactly_once: config.exactly_once,
                 commit_interval: config.commit_interval,
                 cleanup_delay: config.state_cleanup_delay,
+                checkpoint: matches!(config.store_type, crate::store::StoreType::Persistent(_))
+                    .then_some(config.checkpoint),
             },
             Instant::now(),
         ),
@@ -451,6 +458,7 @@ mod tests {
             input_topic: "in".into(),
             output_topic: "out".into(),
             store_name: "counts".into(),
+            store_type: crate::store::StoreType::InMemory,
             store_retention: Duration::from_secs(60),
             commit_interval: Duration::from_secs(1),
             cache_max_bytes: 0,
@@ -464,6 +472,7 @@ mod tests {
             state_dir: std::env::temp_dir().join(format!("kstate-run-{}", uuid::Uuid::new_v4())),
             state_cleanup_delay: Duration::from_secs(600),
             task_timeout: Duration::from_secs(1),
+            checkpoint: super::super::CheckpointPolicy::DEFAULT,
             status: super::super::StatusBoard::new(),
         }
     }

@@ -7,7 +7,7 @@ use super::processor::{OutputRecord, ProcessError, TaskProcessor};
 use crate::changelog::{apply_record, ChangelogError, CorruptRecordPolicy};
 use crate::membership::TaskId;
 use crate::session::Outcome;
-use crate::store::{CachingSessionStore, InMemoryBytesStore, RecordContext};
+use crate::store::{CachingSessionStore, RecordContext, TaskBytesStore};
 
 pub struct Task {
     pub id: TaskId,
@@ -57,6 +57,11 @@ impl Task {
         self.changelog_offset = Some(self.changelog_offset.map_or(offset, |o| o.max(offset)));
     }
 
+    /// Makes what the store holds durable (a no-op in memory), before a checkpoint names it.
+    pub fn flush_durable(&mut self) -> Result<(), crate::store::StoreError> {
+        self.processor.store().flush_durable()
+    }
+
     /// Empties the store for a full restore.
     pub fn clear(&mut self, position: Option<i64>) -> Result<(), ChangelogError> {
         let partition = self.partition();
@@ -88,7 +93,7 @@ impl Task {
     }
 
     /// The task's session store (the snapshot of a clean close is taken of its inner store).
-    pub fn store(&mut self) -> &mut CachingSessionStore<InMemoryBytesStore> {
+    pub fn store(&mut self) -> &mut CachingSessionStore<TaskBytesStore> {
         self.processor.store()
     }
 
@@ -125,5 +130,11 @@ impl Task {
 
     pub fn cache_metrics(&mut self) -> crate::store::CacheMetrics {
         self.store().cache().metrics()
+    }
+
+    /// Memory held by the task's byte store (see `ByteKeyValueStore::memory_bytes`).
+    pub fn store_memory_bytes(&mut self) -> usize {
+        use crate::store::ByteKeyValueStore;
+        self.store().inner().memory_bytes()
     }
 }

@@ -70,6 +70,44 @@ pub trait ByteKeyValueStore: Send {
         self.len() == 0
     }
 
+    /// Makes every write so far durable on disk (a no-op for stores that keep nothing on
+    /// disk). Called before a checkpoint names the changelog offset the store reflects.
+    fn flush_durable(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether the store keeps its entries on disk across a restart.
+    fn is_persistent(&self) -> bool {
+        false
+    }
+
+    /// Bytes of memory the store holds now (for an in-memory store, its contents; for a
+    /// persistent one, its caches and write buffers, bounded by its configuration).
+    fn memory_bytes(&self) -> usize {
+        self.approximate_bytes()
+    }
+
+    /// Whether the store keeps its own index of grouped keys (at least [`GROUP_SUFFIX_LEN`]
+    /// bytes) by the big-endian `i64` time in the first 8 bytes of their suffix (a session
+    /// key's end), so that [`delete_timed_through`](Self::delete_timed_through) and
+    /// [`max_time`](Self::max_time) cost what they find, not the store's size. A caller that
+    /// expires keys by time keeps such an index itself when this is `false`.
+    fn is_time_indexed(&self) -> bool {
+        false
+    }
+
+    /// Deletes every grouped key whose time is at most `horizon`; returns how many. Stores
+    /// without a time index delete nothing (see [`is_time_indexed`](Self::is_time_indexed)).
+    fn delete_timed_through(&mut self, horizon: i64) -> Result<usize, StoreError> {
+        let _ = horizon;
+        Ok(0)
+    }
+
+    /// The largest time of a grouped key, if the store has a time index and any such key.
+    fn max_time(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
     /// Entries with `lo <= key < hi`, in ascending key order.
     fn range(&self, lo: &[u8], hi: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
         let mut out = Vec::new();
@@ -127,6 +165,24 @@ impl<T: ByteKeyValueStore + ?Sized> ByteKeyValueStore for Box<T> {
     }
     fn approximate_bytes(&self) -> usize {
         (**self).approximate_bytes()
+    }
+    fn flush_durable(&mut self) -> Result<(), StoreError> {
+        (**self).flush_durable()
+    }
+    fn is_persistent(&self) -> bool {
+        (**self).is_persistent()
+    }
+    fn memory_bytes(&self) -> usize {
+        (**self).memory_bytes()
+    }
+    fn is_time_indexed(&self) -> bool {
+        (**self).is_time_indexed()
+    }
+    fn delete_timed_through(&mut self, horizon: i64) -> Result<usize, StoreError> {
+        (**self).delete_timed_through(horizon)
+    }
+    fn max_time(&self) -> Result<Option<i64>, StoreError> {
+        (**self).max_time()
     }
 }
 
@@ -399,157 +455,7 @@ pub fn bounds_non_empty(lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
 /// with [`byte_store_contract_tests!`](crate::byte_store_contract_tests) and a factory of
 /// empty stores.
 #[cfg(test)]
-pub(crate) mod contract {
-    use super::*;
-
-    fn b(s: &'static [u8]) -> Bytes {
-        Bytes::from_static(s)
-    }
-
-    pub fn starts_empty<S: ByteKeyValueStore>(s: S) {
-        assert!(s.is_empty());
-        assert_eq!(s.len(), 0);
-        assert_eq!(s.get(b"a").unwrap(), None);
-        assert!(s.scan_all().unwrap().is_empty());
-    }
-
-    pub fn put_get_overwrite<S: ByteKeyValueStore>(mut s: S) {
-        s.put(b(b"a"), b(b"1")).unwrap();
-        assert_eq!(s.get(b"a").unwrap(), Some(b(b"1")));
-        s.put(b(b"a"), b(b"22")).unwrap();
-        assert_eq!(s.get(b"a").unwrap(), Some(b(b"22")));
-        assert_eq!(s.len(), 1);
-    }
-
-    pub fn delete_returns_old_and_is_idempotent<S: ByteKeyValueStore>(mut s: S) {
-        s.put(b(b"a"), b(b"1")).unwrap();
-        assert_eq!(s.delete(b"a").unwrap(), Some(b(b"1")));
-        assert_eq!(s.delete(b"a").unwrap(), None);
-        assert_eq!(s.get(b"a").unwrap(), None);
-        assert!(s.is_empty());
-    }
-
-    pub fn range_is_half_open_and_ordered<S: ByteKeyValueStore>(mut s: S) {
-        for k in [&b"c"[..], b"a", b"b", b"\xff", b"\x00", b"ab"] {
-            s.put(Bytes::copy_from_slice(k), Bytes::copy_from_slice(k))
-                .unwrap();
-        }
-        let keys: Vec<Bytes> = s
-            .range(b"a", b"c")
-            .unwrap()
-            .into_iter()
-            .map(|e| e.0)
-            .collect();
-        assert_eq!(keys, vec![b(b"a"), b(b"ab"), b(b"b")]);
-        assert!(s.range(b"c", b"a").unwrap().is_empty());
-        assert!(s.range(b"b", b"b").unwrap().is_empty());
-        let all: Vec<Bytes> = s.scan_all().unwrap().into_iter().map(|e| e.0).collect();
-        assert_eq!(
-            all,
-            vec![b(b"\x00"), b(b"a"), b(b"ab"), b(b"b"), b(b"c"), b(b"\xff")]
-        );
-    }
-
-    pub fn clear_empties<S: ByteKeyValueStore>(mut s: S) {
-        s.put(b(b"a"), b(b"1")).unwrap();
-        s.put(b(b"b"), b(b"2")).unwrap();
-        s.clear().unwrap();
-        assert!(s.is_empty());
-        assert_eq!(s.get(b"a").unwrap(), None);
-        assert_eq!(s.approximate_bytes(), 0);
-    }
-
-    pub fn approximate_bytes_tracks_contents<S: ByteKeyValueStore>(mut s: S) {
-        let empty = s.approximate_bytes();
-        s.put(b(b"key"), Bytes::from(vec![0u8; 100])).unwrap();
-        let one = s.approximate_bytes();
-        assert!(one >= empty + 103, "{one} < {empty} + 103");
-        s.put(b(b"key"), Bytes::from(vec![0u8; 10])).unwrap();
-        assert!(s.approximate_bytes() < one);
-        s.delete(b"key").unwrap();
-        assert_eq!(s.approximate_bytes(), empty);
-    }
-
-    /// A key from `x`: two bytes, or a one- or two-byte prefix and a 16-byte suffix (so
-    /// stores that group keys by prefix see groups, short keys and shared prefixes).
-    fn model_key(x: u32) -> Bytes {
-        let (a, b) = ((x >> 8) as u8 % 16, (x >> 16) as u8 % 4);
-        match (x >> 24) % 3 {
-            0 => Bytes::from(vec![a, b]),
-            n => {
-                let mut k = vec![a; n as usize];
-                k.extend_from_slice(&[b; 15]);
-                k.push((x >> 4) as u8 % 4);
-                Bytes::from(k)
-            }
-        }
-    }
-
-    pub fn group_scan_matches_filtered_range<S: ByteKeyValueStore>(mut s: S) {
-        let mut x: u32 = 777;
-        for _ in 0..1500 {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            s.put(model_key(x), Bytes::from(x.to_be_bytes().to_vec()))
-                .unwrap();
-        }
-        let all = s.scan_all().unwrap();
-        for prefix in [&[][..], &[3], &[3, 3], &[9, 9]] {
-            for (lo, hi) in [
-                (Bound::Unbounded, Bound::Unbounded),
-                (
-                    Bound::Included(&[3, 3, 1][..]),
-                    Bound::Excluded(&[3, 3, 2, 2][..]),
-                ),
-                (Bound::Excluded(&[3][..]), Bound::Included(&[9][..])),
-            ] {
-                let mut got = Vec::new();
-                s.for_each_in_group(prefix, 16, lo, hi, &mut |k, v| {
-                    got.push((k.clone(), v.clone()))
-                })
-                .unwrap();
-                let want: Vec<(Bytes, Bytes)> = all
-                    .iter()
-                    .filter(|(k, _)| {
-                        k.len() == prefix.len() + 16
-                            && k.starts_with(prefix)
-                            && in_bounds(k, lo, hi)
-                    })
-                    .cloned()
-                    .collect();
-                assert_eq!(got, want, "prefix {prefix:?}, bounds {lo:?}..{hi:?}");
-            }
-        }
-    }
-
-    pub fn matches_btreemap_model<S: ByteKeyValueStore>(mut s: S) {
-        let mut model = BTreeMap::new();
-        let mut x: u32 = 12345;
-        for _ in 0..2000 {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let key = model_key(x);
-            if x.is_multiple_of(3) {
-                assert_eq!(s.delete(&key).unwrap(), model.remove(&key));
-            } else {
-                let v = Bytes::from(x.to_be_bytes().to_vec());
-                s.put(key.clone(), v.clone()).unwrap();
-                model.insert(key, v);
-            }
-        }
-        let want: Vec<(Bytes, Bytes)> = model.clone().into_iter().collect();
-        assert_eq!(s.scan_all().unwrap(), want);
-        assert_eq!(s.len(), want.len());
-        for (lo, hi) in [
-            (&[1u8][..], &[3u8, 3][..]),
-            (&[2, 2, 2][..], &[2, 2, 2, 3][..]),
-        ] {
-            let want: Vec<(Bytes, Bytes)> = model
-                .range::<[u8], _>((Bound::Included(lo), Bound::Excluded(hi)))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            assert_eq!(s.range(lo, hi).unwrap(), want);
-        }
-    }
-}
+pub(crate) mod contract;
 
 /// Generates one `#[test]` per contract case for a store type: `byte_store_contract_tests!(
 /// module_name, || MyStore::new())`.
@@ -588,6 +494,10 @@ macro_rules! byte_store_contract_tests {
             #[test]
             fn group_scan_matches_filtered_range() {
                 contract::group_scan_matches_filtered_range(($make)());
+            }
+            #[test]
+            fn time_index_deletes_through_the_horizon() {
+                contract::time_index_deletes_through_the_horizon(($make)());
             }
             #[test]
             fn matches_btreemap_model() {

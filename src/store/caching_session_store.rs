@@ -33,7 +33,10 @@
 //!   live segment is stored yet never shown again (the clock only grows). kstate drops each
 //!   session the moment it expires (an end-ordered index, popped from the front: the cost
 //!   per write does not grow with the store size) and never writes an expired one. The
-//!   two are indistinguishable through every read; only the bytes held differ.
+//!   two are indistinguishable through every read; only the bytes held differ. The index
+//!   is kept in memory here, unless the inner store keeps one on disk
+//!   ([`ByteKeyValueStore::is_time_indexed`], the persistent store): then expiry asks the
+//!   store to delete through the horizon whenever the horizon moves.
 //! - The cache is never filtered by expiry: a cached session (clean or dirty) stays visible
 //!   until the cache evicts it, as in Java, whose cache iterator has no expiry check. With
 //!   a cache large enough never to evict, a session merged by an out-of-order record is
@@ -96,8 +99,11 @@ struct Inner<S> {
     store: S,
     retention_ms: Option<i64>,
     observed_end: Option<i64>,
-    /// Every stored session by end, kept only with a retention.
+    /// Every stored session by end, kept only with a retention and only when the store
+    /// has no time index of its own ([`ByteKeyValueStore::is_time_indexed`]).
     by_end: BTreeSet<Expiry>,
+    /// The horizon the store's own time index was last expired through.
+    expired_through: Option<i64>,
 }
 
 /// An entry of the expiry index: ordered by end, then by a hash of the key, so sessions
@@ -122,6 +128,12 @@ impl Expiry {
 }
 
 impl<S: ByteKeyValueStore> Inner<S> {
+    /// Whether this side keeps the end-ordered index (a retention, and a store without a
+    /// time index of its own).
+    fn keeps_index(&self) -> bool {
+        self.retention_ms.is_some() && !self.store.is_time_indexed()
+    }
+
     /// Largest expired end, if anything can be expired yet.
     fn horizon(&self) -> Option<i64> {
         Some(self.observed_end?.saturating_sub(self.retention_ms?))
@@ -140,6 +152,13 @@ impl<S: ByteKeyValueStore> Inner<S> {
         let Some(horizon) = self.horizon() else {
             return Ok(());
         };
+        if self.store.is_time_indexed() {
+            if self.expired_through.is_none_or(|h| h < horizon) {
+                self.store.delete_timed_through(horizon)?;
+                self.expired_through = Some(horizon);
+            }
+            return Ok(());
+        }
         while self.by_end.first().is_some_and(|e| e.end <= horizon) {
             if let Some(e) = self.by_end.pop_first() {
                 self.store.delete(&e.key)?;
@@ -162,7 +181,7 @@ impl<S: ByteKeyValueStore> Inner<S> {
         if self.is_expired(end) {
             return Ok(());
         }
-        if self.retention_ms.is_some() {
+        if self.keeps_index() {
             self.by_end.insert(Expiry::new(end, key.clone()));
         }
         self.store.put(key, value)
@@ -171,7 +190,7 @@ impl<S: ByteKeyValueStore> Inner<S> {
     /// Java's segmented `put(key, null)`: advance the clock, then delete.
     fn delete(&mut self, key: Bytes, end: i64) -> Result<(), StoreError> {
         self.observe(end)?;
-        if self.store.delete(&key)?.is_some() && self.retention_ms.is_some() {
+        if self.store.delete(&key)?.is_some() && self.keeps_index() {
             self.by_end.remove(&Expiry::new(end, key));
         }
         Ok(())
@@ -200,6 +219,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
                 retention_ms: None,
                 observed_end: None,
                 by_end: BTreeSet::new(),
+                expired_through: None,
             },
             evicted: Vec::new(),
             bounds: Vec::new(),
@@ -209,8 +229,8 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
     }
 
     /// Like [`new`](Self::new), expiring sessions `retention_ms` behind the largest end
-    /// written to `inner`. Sessions already in `inner` are indexed (one scan) and set the
-    /// clock.
+    /// written to `inner`. Sessions already in `inner` set the clock: a store with its own
+    /// time index answers with its largest time; otherwise they are indexed (one scan).
     pub fn with_retention(
         name: impl Into<String>,
         budget: CacheBudget,
@@ -226,6 +246,12 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         }
         let mut store = Self::new(name, budget, inner);
         store.inner.retention_ms = Some(retention_ms);
+        if store.inner.store.is_time_indexed() {
+            if let Some(end) = store.inner.store.max_time()? {
+                store.inner.observe(end)?;
+            }
+            return Ok(store);
+        }
         let mut index = BTreeSet::new();
         let mut max_end = None;
         store
@@ -497,11 +523,18 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 
     /// Empties the cache (dirty entries included), the inner store, the eviction queue and
     /// the expiry clock (EOS rollback: state is restored again from the changelog).
+    /// Makes the inner store's writes durable ([`ByteKeyValueStore::flush_durable`]); what
+    /// the cache still holds is not written.
+    pub fn flush_durable(&mut self) -> Result<(), StoreError> {
+        self.inner.store.flush_durable()
+    }
+
     pub fn clear(&mut self) -> Result<(), StoreError> {
         self.cache.clear();
         self.evicted.clear();
         self.inner.by_end.clear();
         self.inner.observed_end = None;
+        self.inner.expired_through = None;
         self.inner.store.clear()
     }
 

@@ -22,4 +22,25 @@ pub enum StoreError {
         /// Configured retention in milliseconds.
         retention_ms: i64,
     },
+    /// A persistent store's directory could not be opened as a store: not a directory,
+    /// unreadable, corrupt, locked by another open store, or a memory budget below the
+    /// minimum. The runtime's policy: wipe the directory and restore from the changelog.
+    #[error("cannot open the persistent store in {dir}: {reason}")]
+    PersistentOpen {
+        /// The store's directory.
+        dir: String,
+        /// What failed.
+        reason: String,
+    },
+    /// An operation on an open persistent store failed (an I/O error, or corrupt data
+    /// found on a read). The task fails; its store is restored from the changelog.
+    #[error("persistent store in {dir}: {op} failed: {reason}")]
+    PersistentIo {
+        /// The store's directory.
+        dir: String,
+        /// The operation (`get`, `put`, `scan`, `expire`, `flush_durable`, ...).
+        op: &'static str,
+        /// What the storage engine said.
+        reason: String,
+    },
 }

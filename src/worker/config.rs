@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::protocol::KafkaProperties;
+use crate::store::{PersistentOptions, StoreType};
 
 /// Kafka Streams' `processing.guarantee`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,8 @@ pub struct WorkerConfig {
     pub processing_guarantee: ProcessingGuarantee,
     /// `state.dir`.
     pub state_dir: PathBuf,
+    /// `store.type`, with `store.persistent.memory.bytes` when persistent.
+    pub store_type: StoreType,
     /// Where the Prometheus endpoint listens; `None` when `metrics.addr` is empty.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `deserialization.exception.handler`.
@@ -119,6 +122,13 @@ pub struct WorkerConfig {
     /// How long a retriable coordinator error is retried before it is fatal (Kafka Streams'
     /// `task.timeout.ms`).
     pub task_timeout: Duration,
+    /// `state.checkpoint.records`: a persistent store is checkpointed (made durable, its
+    /// `.checkpoint` written) once its changelog offset moved by this many records since the
+    /// last checkpoint (Kafka Streams' fixed threshold is 10,000).
+    pub checkpoint_records: u64,
+    /// `state.checkpoint.interval.ms`: a persistent store whose changelog offset moved is
+    /// checkpointed at least this often, however few records moved.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -136,12 +146,15 @@ impl Default for WorkerConfig {
             cache_max_bytes: 10 * 1024 * 1024,
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             state_dir: PathBuf::from("/tmp/kstate"),
+            store_type: StoreType::InMemory,
             metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
             deserialization_policy: DeserializationPolicy::LogAndFail,
             restore_skip_corrupt: false,
             kafka: KafkaProperties::new(),
             state_cleanup_delay: Duration::from_secs(600),
             task_timeout: Duration::from_secs(300),
+            checkpoint_records: crate::runtime::CheckpointPolicy::DEFAULT.records,
+            checkpoint_interval: crate::runtime::CheckpointPolicy::DEFAULT.interval,
         }
     }
 }
@@ -182,6 +195,17 @@ fn millis(key: &str, value: &str) -> Result<Duration, ConfigError> {
         .map_err(|_| bad(key, value, "expected a non-negative number of milliseconds"))
 }
 
+fn positive_millis(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    match millis(key, value)? {
+        d if d.is_zero() => Err(bad(
+            key,
+            value,
+            "expected a positive number of milliseconds",
+        )),
+        d => Ok(d),
+    }
+}
+
 fn non_empty(key: &str, value: &str) -> Result<String, ConfigError> {
     if value.trim().is_empty() {
         Err(bad(key, value, "must not be empty"))
@@ -215,6 +239,7 @@ impl WorkerConfig {
             input_topic: self.input_topic.clone(),
             output_topic: self.output_topic.clone(),
             store_name: self.store_name.clone(),
+            store_type: self.store_type.clone(),
             store_retention: self.retention,
             commit_interval: self.commit_interval,
             cache_max_bytes: self.cache_max_bytes,
@@ -232,6 +257,10 @@ impl WorkerConfig {
             status: crate::runtime::StatusBoard::new(),
             state_cleanup_delay: self.state_cleanup_delay,
             task_timeout: self.task_timeout,
+            checkpoint: crate::runtime::CheckpointPolicy {
+                records: self.checkpoint_records,
+                interval: self.checkpoint_interval,
+            },
         })
     }
 
@@ -268,6 +297,8 @@ impl WorkerConfig {
         let mut c = Self::default();
         let mut retention = None;
         let mut commit_interval = None;
+        let mut persistent = false;
+        let mut persistent_options = PersistentOptions::default();
         for (key, value) in values {
             let k = key.as_str();
             let v = value.as_str();
@@ -299,6 +330,29 @@ impl WorkerConfig {
                     }
                 }
                 "state.dir" => c.state_dir = PathBuf::from(non_empty(k, v)?),
+                "store.type" => {
+                    persistent = match v {
+                        "in_memory" => false,
+                        "persistent" => true,
+                        _ => return Err(bad(k, v, "expected in_memory or persistent")),
+                    }
+                }
+                "store.persistent.memory.bytes" => {
+                    let bytes: u64 = v
+                        .parse()
+                        .map_err(|_| bad(k, v, "expected a number of bytes"))?;
+                    if bytes < PersistentOptions::MIN_MEMORY_BYTES {
+                        return Err(bad(
+                            k,
+                            v,
+                            format!(
+                                "must be at least {} (4 MiB)",
+                                PersistentOptions::MIN_MEMORY_BYTES
+                            ),
+                        ));
+                    }
+                    persistent_options = PersistentOptions::with_memory_bytes(bytes);
+                }
                 "metrics.addr" => {
                     c.metrics_addr = if v.is_empty() {
                         None
@@ -315,6 +369,13 @@ impl WorkerConfig {
                 }
                 "state.cleanup.delay.ms" => c.state_cleanup_delay = millis(k, v)?,
                 "task.timeout.ms" => c.task_timeout = millis(k, v)?,
+                "state.checkpoint.records" => {
+                    c.checkpoint_records = match v.parse::<u64>() {
+                        Ok(n) if n > 0 => n,
+                        _ => return Err(bad(k, v, "expected a positive number of records")),
+                    }
+                }
+                "state.checkpoint.interval.ms" => c.checkpoint_interval = positive_millis(k, v)?,
                 "restore.corrupt.records" => {
                     c.restore_skip_corrupt = match v {
                         "fail" => false,
@@ -334,6 +395,9 @@ impl WorkerConfig {
                     _ => return Err(ConfigError::UnknownKey { key: key.clone() }),
                 },
             }
+        }
+        if persistent {
+            c.store_type = StoreType::Persistent(persistent_options);
         }
         let min_retention = c.inactivity_gap + c.grace;
         c.retention = match retention {
@@ -471,8 +535,72 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_keys_default_to_kafka_streams_and_refuse_zero_and_garbage() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.checkpoint_records, 10_000);
+        assert_eq!(c.checkpoint_interval, Duration::from_secs(60));
+        let c = load(
+            "",
+            &[
+                "state.checkpoint.records=500",
+                "state.checkpoint.interval.ms=2500",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.checkpoint_records, 500);
+        assert_eq!(c.checkpoint_interval, Duration::from_millis(2500));
+        let policy = c.runtime_config().unwrap().checkpoint;
+        assert_eq!(
+            (policy.records, policy.interval),
+            (500, Duration::from_millis(2500))
+        );
+        for (arg, reason) in [
+            ("state.checkpoint.records=0", "positive number of records"),
+            ("state.checkpoint.records=-5", "positive number of records"),
+            (
+                "state.checkpoint.records=many",
+                "positive number of records",
+            ),
+            (
+                "state.checkpoint.interval.ms=0",
+                "positive number of milliseconds",
+            ),
+            (
+                "state.checkpoint.interval.ms=1s",
+                "non-negative number of milliseconds",
+            ),
+        ] {
+            let err = load("", &[arg]).unwrap_err().to_string();
+            let key = arg.split('=').next().unwrap();
+            assert!(err.contains(&format!("'{key}'")), "{err}");
+            assert!(err.contains(reason), "{arg}: {err}");
+        }
+    }
+
+    #[test]
+    fn store_type_defaults_to_in_memory_and_persistent_takes_a_budget() {
+        assert_eq!(load("", &[]).unwrap().store_type, StoreType::InMemory);
+        assert_eq!(
+            load("", &["store.type=persistent"]).unwrap().store_type,
+            StoreType::Persistent(PersistentOptions::default())
+        );
+        let c = load(
+            "\"store.type\" = \"persistent\"\n\"store.persistent.memory.bytes\" = 16777216\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.store_type,
+            StoreType::Persistent(PersistentOptions::with_memory_bytes(16 << 20))
+        );
+        // The budget alone does not switch the store type.
+        let c = load("", &["store.persistent.memory.bytes=16777216"]).unwrap();
+        assert_eq!(c.store_type, StoreType::InMemory);
+    }
+
+    #[test]
     fn errors_name_the_key() {
-        let cases: [(&str, &[&str], &str); 7] = [
+        let cases: [(&str, &[&str], &str); 10] = [
             ("colour = \"red\"\n", &[], "colour"),
             ("", &["grace.ms=soon"], "grace.ms"),
             (
@@ -484,6 +612,17 @@ mod tests {
             ("", &["input.topic=bad topic"], "input.topic"),
             ("", &["metrics.addr=nowhere"], "metrics.addr"),
             ("", &["inactivity.gap.ms=0"], "inactivity.gap.ms"),
+            ("", &["store.type=rocksdb"], "store.type"),
+            (
+                "",
+                &["store.persistent.memory.bytes=lots"],
+                "store.persistent.memory.bytes",
+            ),
+            (
+                "",
+                &["store.persistent.memory.bytes=1048576"],
+                "store.persistent.memory.bytes",
+            ),
         ];
         for (text, overrides, key) in cases {
             let err = load(text, overrides).unwrap_err();

@@ -12,6 +12,7 @@ fn manager(exactly_once: bool) -> (TaskManager, Instant) {
         exactly_once,
         commit_interval: INTERVAL,
         cleanup_delay: CLEANUP,
+        checkpoint: None,
     };
     (TaskManager::new(config, now), now)
 }

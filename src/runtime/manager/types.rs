@@ -56,7 +56,14 @@ pub enum Action {
     CommitTransaction { offsets: Vec<(Partition, i64)> },
     /// Abort the open transaction, if any.
     AbortTransaction,
-    /// Write the task's snapshot and checkpoint and keep its store dormant.
+    /// Make the task's persistent store durable (`flush_durable`), then write its
+    /// `.checkpoint` naming `offset`, the last changelog record the store holds.
+    Checkpoint { task: Partition, offset: i64 },
+    /// Delete the task's `.checkpoint` (exactly-once: a running store holds uncommitted
+    /// writes, and only a clean close vouches for it again).
+    DiscardCheckpoint { task: Partition },
+    /// Write the task's checkpoint (with its snapshot, or its persistent store made durable)
+    /// and keep its store dormant.
     CloseClean { task: Partition },
     /// Delete the task's checkpoint and drop its store.
     CloseDirty { task: Partition },
@@ -93,4 +100,7 @@ pub struct ManagerConfig {
     pub exactly_once: bool,
     pub commit_interval: Duration,
     pub cleanup_delay: Duration,
+    /// Checkpoints between clean closes, for a persistent store; `None` for the in-memory
+    /// store (its checkpoint needs a snapshot, written on a clean close only).
+    pub checkpoint: Option<super::CheckpointPolicy>,
 }

@@ -187,8 +187,8 @@ impl Model {
 }
 
 /// Applies `ops` to the store and the model; returns the store's flushed/evicted stream.
-fn run(
-    store: &mut CachingSessionStore,
+fn run<S: ByteKeyValueStore>(
+    store: &mut CachingSessionStore<S>,
     model: &mut Model,
     ops: &[Op],
     exact_flush: bool,
@@ -287,13 +287,71 @@ fn run(
     Ok(stream)
 }
 
-fn inner_map(store: &CachingSessionStore) -> BTreeMap<Bytes, Bytes> {
+fn inner_map<S: ByteKeyValueStore>(store: &CachingSessionStore<S>) -> BTreeMap<Bytes, Bytes> {
     store
         .inner()
         .scan_all()
         .expect("scan")
         .into_iter()
         .collect()
+}
+
+fn unbounded_cache_case<S: ByteKeyValueStore>(
+    inner: S,
+    ops: &[Op],
+    retention: Option<i64>,
+) -> Result<(), TestCaseError> {
+    let budget = CacheBudget::new(usize::MAX);
+    let mut store = match retention {
+        Some(r) => {
+            CachingSessionStore::with_retention("s", budget, inner, r).expect("valid retention")
+        }
+        None => CachingSessionStore::new("s", budget, inner),
+    };
+    let mut model = Model {
+        retention,
+        ..Model::default()
+    };
+    run(&mut store, &mut model, ops, true)?;
+    let last = store.flush_with_old().expect("flush");
+    prop_assert_eq!(last, model.flush());
+    prop_assert_eq!(inner_map(&store), model.inner.clone());
+    prop_assert_eq!(store.observed_end(), model.observed);
+    prop_assert_eq!(store.inner().len(), model.inner.len());
+    Ok(())
+}
+
+fn small_budget_case<S: ByteKeyValueStore>(
+    inner: S,
+    ops: &[Op],
+    entries: usize,
+) -> Result<(), TestCaseError> {
+    let entry = crate::store::cache::CACHE_ENTRY_OVERHEAD + 20;
+    let budget = CacheBudget::new(entries * entry);
+    let mut store = CachingSessionStore::new("s", budget.clone(), inner);
+    let mut model = Model::default();
+    let mut stream = run(&mut store, &mut model, ops, false)?;
+    stream.extend(store.flush_with_old().expect("flush"));
+    model.flush();
+    // Replaying the stream as a changelog reproduces the inner store, and each entry's
+    // `old` is what the replica held: no write was lost, duplicated or reordered.
+    let mut replica: BTreeMap<Bytes, Bytes> = BTreeMap::new();
+    for f in &stream {
+        prop_assert_eq!(replica.get(&f.key).cloned(), f.old.clone());
+        match &f.new {
+            Some(v) => replica.insert(f.key.clone(), v.clone()),
+            None => replica.remove(&f.key),
+        };
+    }
+    prop_assert_eq!(&replica, &model.inner);
+    prop_assert_eq!(inner_map(&store), model.inner.clone());
+    prop_assert!(budget.used_bytes() <= budget.max_bytes());
+    prop_assert_eq!(store.cache().dirty_len(), 0);
+    Ok(())
+}
+
+fn persistent() -> crate::store::PersistentBytesStore {
+    crate::store::PersistentBytesStore::temporary(&crate::store::PersistentOptions::default())
 }
 
 proptest! {
@@ -304,18 +362,7 @@ proptest! {
         ops in proptest::collection::vec(op(true), 1..80),
         retention in proptest::option::of(0i64..30),
     ) {
-        let budget = CacheBudget::new(usize::MAX);
-        let mut store = match retention {
-            Some(r) => CachingSessionStore::with_retention("s", budget, InMemoryBytesStore::new(), r)
-                .expect("valid retention"),
-            None => CachingSessionStore::new("s", budget, InMemoryBytesStore::new()),
-        };
-        let mut model = Model { retention, ..Model::default() };
-        run(&mut store, &mut model, &ops, true)?;
-        let last = store.flush_with_old().expect("flush");
-        prop_assert_eq!(last, model.flush());
-        prop_assert_eq!(inner_map(&store), model.inner.clone());
-        prop_assert_eq!(store.observed_end(), model.observed);
+        unbounded_cache_case(InMemoryBytesStore::new(), &ops, retention)?;
     }
 
     #[test]
@@ -323,26 +370,28 @@ proptest! {
         ops in proptest::collection::vec(op(false), 1..120),
         entries in 0usize..6,
     ) {
-        let entry = crate::store::cache::CACHE_ENTRY_OVERHEAD + 20;
-        let budget = CacheBudget::new(entries * entry);
-        let mut store = CachingSessionStore::new("s", budget.clone(), InMemoryBytesStore::new());
-        let mut model = Model::default();
-        let mut stream = run(&mut store, &mut model, &ops, false)?;
-        stream.extend(store.flush_with_old().expect("flush"));
-        model.flush();
-        // Replaying the stream as a changelog reproduces the inner store, and each entry's
-        // `old` is what the replica held: no write was lost, duplicated or reordered.
-        let mut replica: BTreeMap<Bytes, Bytes> = BTreeMap::new();
-        for f in &stream {
-            prop_assert_eq!(replica.get(&f.key).cloned(), f.old.clone());
-            match &f.new {
-                Some(v) => replica.insert(f.key.clone(), v.clone()),
-                None => replica.remove(&f.key),
-            };
-        }
-        prop_assert_eq!(&replica, &model.inner);
-        prop_assert_eq!(inner_map(&store), model.inner.clone());
-        prop_assert!(budget.used_bytes() <= budget.max_bytes());
-        prop_assert_eq!(store.cache().dirty_len(), 0);
+        small_budget_case(InMemoryBytesStore::new(), &ops, entries)?;
+    }
+}
+
+// The same properties over the persistent store (whose expiry runs on its own time index):
+// fewer cases, as each opens a database on disk.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn persistent_unbounded_cache_matches_model_exactly(
+        ops in proptest::collection::vec(op(true), 1..80),
+        retention in proptest::option::of(0i64..30),
+    ) {
+        unbounded_cache_case(persistent(), &ops, retention)?;
+    }
+
+    #[test]
+    fn persistent_small_budget_never_loses_or_reorders_dirty_entries(
+        ops in proptest::collection::vec(op(false), 1..120),
+        entries in 0usize..6,
+    ) {
+        small_budget_case(persistent(), &ops, entries)?;
     }
 }
