@@ -32,6 +32,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 mod checkpoint;
+mod closing;
+mod queries;
 mod types;
 
 use checkpoint::CheckpointClock;
@@ -117,55 +119,6 @@ impl TaskManager {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    /// Every task with its state.
-    pub fn snapshot(&self) -> Vec<TaskStatus> {
-        self.tasks
-            .iter()
-            .map(|(task, e)| TaskStatus {
-                task: *task,
-                state: e.state,
-                committed: e.committed,
-            })
-            .collect()
-    }
-
-    pub fn state(&self, task: Partition) -> Option<TaskState> {
-        self.tasks.get(&task).map(|e| e.state)
-    }
-
-    /// Whether input records of `task` are to be processed.
-    pub fn is_running(&self, task: Partition) -> bool {
-        self.state(task) == Some(TaskState::Running)
-    }
-
-    /// Tasks whose changelog the driver reads (restoring and standby).
-    pub fn restoring(&self) -> impl Iterator<Item = Partition> + '_ {
-        self.tasks.iter().filter_map(|(p, e)| {
-            matches!(
-                e.state,
-                TaskState::Restoring { .. } | TaskState::Standby { .. }
-            )
-            .then_some(*p)
-        })
-    }
-
-    /// Whether a commit cycle is under way.
-    pub fn has_cycle(&self) -> bool {
-        self.cycle.is_some()
-    }
-
-    pub fn running_count(&self) -> usize {
-        self.tasks
-            .values()
-            .filter(|e| e.state == TaskState::Running)
-            .count()
-    }
-
-    /// Whether the driver's work is done after [`shutdown`](Self::shutdown).
-    pub fn has_left(&self) -> bool {
-        self.left
     }
 
     /// The full target from the group: tasks no longer in it are committed and closed
@@ -520,44 +473,6 @@ impl TaskManager {
         self.tasks.values().any(|e| e.state == TaskState::Suspended)
     }
 
-    fn close_suspended(&mut self) {
-        let suspended: Vec<Partition> = self
-            .tasks
-            .iter()
-            .filter(|(_, e)| e.state == TaskState::Suspended)
-            .map(|(p, _)| *p)
-            .collect();
-        for task in suspended {
-            self.close(task, true);
-        }
-        self.maybe_acknowledge();
-        self.reconcile();
-    }
-
-    fn close(&mut self, task: Partition, clean: bool) {
-        if self.tasks.remove(&task).is_none() {
-            return;
-        }
-        if clean {
-            self.dormant.insert(task, self.now);
-            self.actions.push_back(Action::CloseClean { task });
-        } else {
-            self.actions.push_back(Action::CloseDirty { task });
-        }
-    }
-
-    fn maybe_acknowledge(&mut self) {
-        if self.revoking.is_empty() {
-            return;
-        }
-        let open = self.revoking.iter().any(|p| self.tasks.contains_key(p));
-        if !open {
-            let tasks = std::mem::take(&mut self.revoking);
-            self.actions
-                .push_back(Action::AcknowledgeRevocation { tasks });
-        }
-    }
-
     /// Creates wanted tasks that do not exist yet, and promotes standbys now active.
     fn reconcile(&mut self) {
         if self.shutting_down {
@@ -643,54 +558,6 @@ impl TaskManager {
                 self.actions
                     .push_back(Action::FetchCommitted { tasks: vec![task] });
             }
-        }
-    }
-
-    /// Running and suspended tasks are closed dirty; restoring and standby ones keep their
-    /// stores (a prefix of their changelog). With `rejoin`, the group is told.
-    fn lose_all(&mut self, rejoin: bool) {
-        self.cycle = None;
-        self.commit_again = false;
-        if self.config.exactly_once {
-            self.actions.push_back(Action::AbortTransaction);
-        }
-        let all: Vec<(Partition, TaskState)> =
-            self.tasks.iter().map(|(p, e)| (*p, e.state)).collect();
-        let mut stop = Vec::new();
-        for (task, state) in all {
-            match state {
-                TaskState::Running | TaskState::Suspended => {
-                    if state == TaskState::Running {
-                        stop.push(task);
-                    }
-                    self.close(task, false);
-                }
-                TaskState::Restoring { .. } | TaskState::Standby { .. } => {
-                    self.actions.push_back(Action::StopRestore { task });
-                    self.close(task, true);
-                }
-                TaskState::Created | TaskState::Closed => self.close(task, true),
-            }
-        }
-        if !stop.is_empty() {
-            self.actions
-                .push_back(Action::StopProcessing { tasks: stop });
-        }
-        self.wanted_active.clear();
-        self.wanted_standby.clear();
-        self.revoking.clear();
-        if rejoin {
-            self.actions.push_back(Action::Rejoin);
-        }
-        if self.shutting_down {
-            self.finish_shutdown();
-        }
-    }
-
-    fn finish_shutdown(&mut self) {
-        if !self.left && self.tasks.is_empty() {
-            self.left = true;
-            self.actions.push_back(Action::Leave);
         }
     }
 }
