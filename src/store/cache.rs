@@ -13,8 +13,6 @@
 
 use std::hash::BuildHasher;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::HashTable;
@@ -23,61 +21,15 @@ use smallvec::SmallVec;
 use crate::store::bytes_store::{bounds_non_empty, in_bounds, GROUP_SUFFIX_LEN};
 use crate::store::context::RecordContext;
 
+mod budget;
+mod lists;
+
+pub use budget::CacheBudget;
+use lists::{Link, List, Which, EMPTY_LIST, NIL, UNLINKED};
+
 /// Fixed bytes counted per cache entry on top of key, value and topic: the context fields
 /// (offset, timestamp, partition, dirty flag) plus map and LRU bookkeeping.
 pub const CACHE_ENTRY_OVERHEAD: usize = 96;
-
-/// A worker-wide cache byte budget shared by every [`NamedCache`] of the worker.
-/// Cloning is cheap (an `Arc`); all clones see the same total.
-#[derive(Debug, Clone)]
-pub struct CacheBudget {
-    inner: Arc<BudgetInner>,
-}
-
-#[derive(Debug)]
-struct BudgetInner {
-    max_bytes: AtomicUsize,
-    used_bytes: AtomicUsize,
-}
-
-impl CacheBudget {
-    /// A budget of `max_bytes` (`statestore.cache.max.bytes`); 0 disables caching.
-    pub fn new(max_bytes: usize) -> Self {
-        Self {
-            inner: Arc::new(BudgetInner {
-                max_bytes: AtomicUsize::new(max_bytes),
-                used_bytes: AtomicUsize::new(0),
-            }),
-        }
-    }
-
-    /// The configured maximum.
-    pub fn max_bytes(&self) -> usize {
-        self.inner.max_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Changes the maximum; caches shrink on their next put.
-    pub fn set_max_bytes(&self, max_bytes: usize) {
-        self.inner.max_bytes.store(max_bytes, Ordering::Relaxed);
-    }
-
-    /// Bytes currently held by all caches sharing this budget.
-    pub fn used_bytes(&self) -> usize {
-        self.inner.used_bytes.load(Ordering::Relaxed)
-    }
-
-    fn over_budget(&self) -> bool {
-        self.used_bytes() > self.max_bytes()
-    }
-
-    fn add(&self, n: usize) {
-        self.inner.used_bytes.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn sub(&self, n: usize) {
-        self.inner.used_bytes.fetch_sub(n, Ordering::Relaxed);
-    }
-}
 
 /// A cached value: `None` is a tombstone. `dirty` entries have not reached the store below.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,35 +66,6 @@ pub struct CacheMetrics {
     pub commit_flushes: u64,
 }
 
-/// No slot: the end of an intrusive list.
-const NIL: u32 = u32::MAX;
-
-/// Links of one slot in an intrusive list (slot indices).
-#[derive(Debug, Clone, Copy)]
-struct Link {
-    prev: u32,
-    next: u32,
-}
-
-const UNLINKED: Link = Link {
-    prev: NIL,
-    next: NIL,
-};
-
-/// Head and tail of an intrusive list threaded through the slots.
-#[derive(Debug, Clone, Copy)]
-struct List {
-    head: u32,
-    tail: u32,
-    len: usize,
-}
-
-const EMPTY_LIST: List = List {
-    head: NIL,
-    tail: NIL,
-    len: 0,
-};
-
 /// One entry of the slab. A free slot has `in_use == false`, an empty key and no value.
 #[derive(Debug)]
 struct Slot {
@@ -152,13 +75,6 @@ struct Slot {
     in_use: bool,
     lru: Link,
     dirty: Link,
-}
-
-/// Which intrusive list an operation works on.
-#[derive(Clone, Copy)]
-enum Which {
-    Lru,
-    Dirty,
 }
 
 /// The slots of one group, sorted by key. A key of at least [`GROUP_SUFFIX_LEN`] bytes
@@ -605,52 +521,6 @@ impl NamedCache {
         self.len -= 1;
         self.uncharge(size);
         entry
-    }
-
-    fn list(&mut self, which: Which) -> &mut List {
-        match which {
-            Which::Lru => &mut self.lru,
-            Which::Dirty => &mut self.dirty,
-        }
-    }
-
-    fn link(&mut self, which: Which, s: u32) -> &mut Link {
-        let slot = &mut self.slots[s as usize];
-        match which {
-            Which::Lru => &mut slot.lru,
-            Which::Dirty => &mut slot.dirty,
-        }
-    }
-
-    fn push_back(&mut self, which: Which, s: u32) {
-        let tail = self.list(which).tail;
-        *self.link(which, s) = Link {
-            prev: tail,
-            next: NIL,
-        };
-        if tail == NIL {
-            self.list(which).head = s;
-        } else {
-            self.link(which, tail).next = s;
-        }
-        let list = self.list(which);
-        list.tail = s;
-        list.len += 1;
-    }
-
-    fn unlink(&mut self, which: Which, s: u32) {
-        let Link { prev, next } = std::mem::replace(self.link(which, s), UNLINKED);
-        if prev == NIL {
-            self.list(which).head = next;
-        } else {
-            self.link(which, prev).next = next;
-        }
-        if next == NIL {
-            self.list(which).tail = prev;
-        } else {
-            self.link(which, next).prev = prev;
-        }
-        self.list(which).len -= 1;
     }
 
     fn charge(&mut self, n: usize) {
