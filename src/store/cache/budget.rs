@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// A worker-wide cache byte budget shared by every [`NamedCache`] of the worker.
+/// A worker-wide cache byte budget shared by every [`NamedCache`](super::NamedCache) of the worker.
 /// Cloning is cheap (an `Arc`); all clones see the same total.
 #[derive(Debug, Clone)]
 pub struct CacheBudget {
