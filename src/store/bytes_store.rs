@@ -294,6 +294,28 @@ fn group_prefix(group: &Group) -> &[u8] {
         .map_or(&[][..], |(k, _)| &k[..k.len() - GROUP_SUFFIX_LEN])
 }
 
+/// The order of two keys of one group (same prefix, so same length): their
+/// [`GROUP_SUFFIX_LEN`]-byte suffixes compared as big-endian integers, which is their byte
+/// order, without comparing the shared prefix again. Keys shorter than the suffix (the
+/// cache's group of short keys) are compared whole.
+#[inline]
+pub(crate) fn in_group_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    if a.len() < GROUP_SUFFIX_LEN || b.len() < GROUP_SUFFIX_LEN {
+        return a.cmp(b);
+    }
+    debug_assert_eq!(
+        a[..a.len() - GROUP_SUFFIX_LEN],
+        b[..b.len() - GROUP_SUFFIX_LEN]
+    );
+    suffix(a).cmp(&suffix(b))
+}
+
+fn suffix(key: &[u8]) -> u128 {
+    let mut s = [0u8; GROUP_SUFFIX_LEN];
+    s.copy_from_slice(&key[key.len() - GROUP_SUFFIX_LEN..]);
+    u128::from_be_bytes(s)
+}
+
 /// Whether `key` lies within the bounds.
 pub(crate) fn in_bounds(key: &[u8], lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
     let above = match lo {
@@ -316,7 +338,7 @@ impl ByteKeyValueStore for InMemoryBytesStore {
         };
         Ok(self.find_group(prefix).and_then(|g| {
             let g = &self.groups[g as usize];
-            g.binary_search_by(|(k, _)| k[..].cmp(key))
+            g.binary_search_by(|(k, _)| in_group_cmp(k, key))
                 .ok()
                 .map(|i| g[i].1.clone())
         }))
@@ -335,7 +357,7 @@ impl ByteKeyValueStore for InMemoryBytesStore {
         };
         let (len, value_len) = (key.len(), value.len());
         let group = self.group_mut_or_insert(&key[..prefix_len]);
-        let old = match group.binary_search_by(|(k, _)| k[..].cmp(&key[..])) {
+        let old = match group.binary_search_by(|(k, _)| in_group_cmp(k, &key)) {
             Ok(i) => Some(std::mem::replace(&mut group[i].1, value)),
             Err(i) => {
                 group.insert(i, (key, value));
@@ -360,7 +382,7 @@ impl ByteKeyValueStore for InMemoryBytesStore {
             return Ok(None);
         };
         let group = &mut self.groups[g as usize];
-        let old = match group.binary_search_by(|(k, _)| k[..].cmp(key)) {
+        let old = match group.binary_search_by(|(k, _)| in_group_cmp(k, key)) {
             Ok(i) => Some(group.remove(i).1),
             Err(_) => None,
         };

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
-use crate::store::bytes_store::{bounds_non_empty, in_bounds, GROUP_SUFFIX_LEN};
+use crate::store::bytes_store::{bounds_non_empty, in_bounds, in_group_cmp, GROUP_SUFFIX_LEN};
 use crate::store::context::RecordContext;
 
 mod budget;
@@ -431,7 +431,7 @@ impl NamedCache {
 
     fn search(&self, g: u32, key: &[u8]) -> Result<usize, usize> {
         let slots = &self.slots;
-        self.groups[g as usize].binary_search_by(|&s| slots[s as usize].key[..].cmp(key))
+        self.groups[g as usize].binary_search_by(|&s| in_group_cmp(&slots[s as usize].key, key))
     }
 
     /// The group of a prefix (`None`: the short keys' group).
