@@ -318,9 +318,9 @@ mod tests {
     use crate::store::{ByteKeyValueStore, CacheBudget};
     use std::time::Duration;
 
-    const TOPIC: &str = "app-counts-changelog";
+    pub(super) const TOPIC: &str = "app-counts-changelog";
 
-    fn state_dir(name: &str) -> PathBuf {
+    pub(super) fn state_dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!(
             "kstate-taskdir-{}-{name}-{}",
             std::process::id(),
@@ -330,7 +330,7 @@ mod tests {
         d
     }
 
-    fn id() -> TaskId {
+    pub(super) fn id() -> TaskId {
         TaskId {
             subtopology: "0".into(),
             partition: 3,

@@ -1,30 +1,12 @@
 //! The task directory's rules for a persistent store, and for switching `store.type`
 //! between restarts: a checkpoint is trusted only with its own store type's files.
 
+use super::tests::{id, state_dir as root, TOPIC};
 use super::*;
 use crate::runtime::{count_factory, ProcessorFactory};
 use crate::session::SessionWindows;
 use crate::store::{CacheBudget, PersistentOptions, TaskBytesStore};
 use std::time::Duration;
-
-const TOPIC: &str = "app-counts-changelog";
-
-fn root(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "kstate-taskdir-p-{}-{name}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn id() -> TaskId {
-    TaskId {
-        subtopology: "0".into(),
-        partition: 3,
-    }
-}
 
 fn task_on(inner: TaskBytesStore) -> Task {
     let windows = SessionWindows::new(
