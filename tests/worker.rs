@@ -415,6 +415,59 @@ async fn a_second_worker_on_the_same_state_dir_stops_naming_it() -> anyhow::Resu
     Ok(())
 }
 
+/// Kafka Streams' state directory cleaner: a task directory left from a task this worker
+/// does not hold is deleted once it was idle `state.cleanup.delay.ms`; the directories of the
+/// tasks it runs (persistent stores, open), made to look just as idle, stay.
+#[tokio::test]
+async fn task_dirs_of_tasks_not_held_are_deleted_after_the_cleanup_delay() -> anyhow::Result<()> {
+    let job = Job::new("worker-cleanup").await?;
+    let app_dir = job.state.join("cleaner").join(&job.app);
+    let mut worker = job.worker_with(
+        "cleaner",
+        "at_least_once",
+        &[
+            ("state.cleanup.delay.ms", "1000".into()),
+            ("store.type", "persistent".into()),
+        ],
+    )?;
+    wait_running(&worker, 4).await?;
+    let obsolete = app_dir.join("0_9");
+    std::fs::create_dir_all(obsolete.join("counts"))?;
+    std::fs::write(obsolete.join(".checkpoint"), "0\n0\n")?;
+    let held: Vec<_> = (0..PARTITIONS)
+        .map(|p| app_dir.join(format!("0_{p}")))
+        .collect();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for dir in held.iter().chain([&obsolete]) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.set_modified(an_hour_ago))
+            .with_context(|| format!("backdating {}", dir.display()))?;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while obsolete.exists() {
+        worker.check_alive()?;
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{} still there after 60 s; log:\n{}",
+            obsolete.display(),
+            worker.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for dir in &held {
+        ensure!(dir.is_dir(), "{} of a held task was deleted", dir.display());
+    }
+    ensure!(
+        worker
+            .log()
+            .contains("deleted the obsolete state directory"),
+        "{}",
+        worker.tail()
+    );
+    worker.check_alive()?;
+    Ok(())
+}
+
 /// Changelog records of the task that restores while the others process.
 const BIG_CHANGELOG: i64 = 1_000_000;
 

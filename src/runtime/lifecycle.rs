@@ -6,7 +6,7 @@
 //! dormant, a dirty one deletes the checkpoint and drops it.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -18,6 +18,7 @@ use super::metrics;
 use super::offsets::OffsetCommitter;
 use super::restore::RestoreReader;
 use super::run::{RestoreStats, Runtime};
+use super::state_cleaner;
 use super::status::TaskPhase;
 use super::task::Task;
 use super::task_dir::TaskDir;
@@ -85,6 +86,27 @@ impl Runtime {
         }
         metrics::assigned_tasks(self.manager.running_count());
         Ok(())
+    }
+
+    /// Every `state.cleanup.delay.ms`, Kafka Streams' state directory cleaner: deletes the
+    /// directories of tasks this worker does not hold that were idle that long.
+    pub(super) fn clean_state_dir(&mut self, now: Instant) {
+        let delay = self.config.state_cleanup_delay;
+        if now < self.last_state_cleanup + delay {
+            return;
+        }
+        self.last_state_cleanup = now;
+        let held: BTreeSet<String> = (self.tasks.keys())
+            .chain(self.dormant.keys())
+            .chain(self.restores.keys())
+            .map(|p| task_id(*p).to_string())
+            .collect();
+        state_cleaner::clean_obsolete_task_dirs(
+            &self.config.state_dir.join(&self.config.application_id),
+            &|task| held.contains(task),
+            SystemTime::now(),
+            delay,
+        );
     }
 
     pub(super) fn task_dir(&self, partition: i32) -> TaskDir {

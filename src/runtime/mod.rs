@@ -20,6 +20,7 @@ pub mod processor;
 mod producer;
 mod restore;
 mod run;
+mod state_cleaner;
 mod state_lock;
 pub mod status;
 mod task;

@@ -124,6 +124,8 @@ pub(super) struct Runtime {
     pub(super) last_report: Instant,
     /// When restore progress and standby lags were last published.
     pub(super) last_progress: Instant,
+    /// When the state directory was last swept for obsolete task directories.
+    pub(super) last_state_cleanup: Instant,
     pub(super) _state_lock: StateDirLock,
 }
 
@@ -380,6 +382,7 @@ pub async fn run(
         handled: 0,
         last_report: Instant::now(),
         last_progress: Instant::now(),
+        last_state_cleanup: Instant::now(),
         _state_lock: state_lock,
     };
 
@@ -412,6 +415,7 @@ pub async fn run(
             },
             _ = sleep_until(deadline) => {
                 rt.manager.handle_timeout(Instant::now());
+                rt.clean_state_dir(Instant::now());
                 rt.report(&restore);
                 rt.config.status.refresh_lag(&consumer, &rt.config.input_topic);
             }

@@ -117,7 +117,8 @@ pub struct WorkerConfig {
     /// the group connection; `Debug` redacts secrets.
     pub kafka: KafkaProperties,
     /// How long a task closed on revocation keeps its store in memory (for a cheap
-    /// hand-back) before it is dropped (Kafka Streams' `state.cleanup.delay.ms`).
+    /// hand-back) before it is dropped (Kafka Streams' `state.cleanup.delay.ms`); also how
+    /// often, and after how long idle, task directories of tasks not held are deleted.
     pub state_cleanup_delay: Duration,
     /// How long a retriable coordinator error is retried before it is fatal (Kafka Streams'
     /// `task.timeout.ms`).
