@@ -7,6 +7,7 @@
 //! transaction markers, the position) is reported to the task manager, which decides when
 //! a restore is done. Knows nothing of task states.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -66,6 +67,8 @@ pub(super) struct RestoreReader {
     /// Reads the last record's timestamp and looks up offsets by time for a restore from
     /// scratch with a retention; created on first use.
     lookup: Option<Restorer>,
+    /// Ranges [`prepare`](Self::prepare) found, by partition, with the `after` they are for.
+    prepared: HashMap<i32, (Option<i64>, RestoreRange)>,
 }
 
 /// One thing the reader saw.
@@ -94,6 +97,7 @@ impl RestoreReader {
             bootstrap: bootstrap.to_string(),
             options: options.clone(),
             lookup: None,
+            prepared: HashMap::new(),
         })
     }
 
@@ -109,10 +113,117 @@ impl RestoreReader {
         }
     }
 
+    /// Captures the ends of the partitions of `starts` (`(partition, after)`, as
+    /// [`start`](Self::start) takes them) at once, their watermarks looked up side by side
+    /// and, for restores from scratch with a retention, their retention starts in one
+    /// [`Restorer::retention_starts`]: a member given many tasks waited for these round
+    /// trips one partition after another while the first restores' records queued up. A
+    /// later `start` of the same `(partition, after)` takes the range found here; a
+    /// partition whose lookup failed is looked up again (and its error reported) there.
+    pub(super) fn prepare(&mut self, starts: &[(i32, Option<i64>)]) {
+        self.prepared.clear();
+        if starts.len() < 2 {
+            return;
+        }
+        let ranges: Vec<(i32, Option<i64>, RestoreRange)> = tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let lookups: Vec<_> = starts
+                    .iter()
+                    .map(|&(partition, after)| {
+                        let consumer = &self.consumer;
+                        let topic = self.topic.as_str();
+                        scope.spawn(move || {
+                            consumer
+                                .fetch_watermarks(topic, partition, Duration::from_secs(30))
+                                .map(|(log_start, end)| {
+                                    (partition, after, range(after, log_start, end))
+                                })
+                        })
+                    })
+                    .collect();
+                lookups
+                    .into_iter()
+                    .filter_map(|lookup| lookup.join().ok()?.ok())
+                    .collect()
+            })
+        });
+        let mut ranges = ranges;
+        if let Some(retention) = self.options.retention {
+            let full: Vec<(i32, i64, i64)> = ranges
+                .iter()
+                .filter(|(_, _, r)| r.full)
+                .map(|&(p, _, r)| (p, r.start, r.end))
+                .collect();
+            if !full.is_empty() {
+                let topic = self.topic.clone();
+                let found = tokio::task::block_in_place(|| {
+                    self.lookup()
+                        .and_then(|l| l.retention_starts(&topic, &full, retention))
+                });
+                match found {
+                    Ok(found) => {
+                        for (&(p, _, _), start) in full.iter().zip(found) {
+                            if let Some((_, _, r)) = ranges.iter_mut().find(|(q, _, _)| *q == p) {
+                                *r = RestoreRange {
+                                    position: (start > 0).then_some(start - 1),
+                                    start,
+                                    ..*r
+                                };
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        warn!(
+                            error = &e as &dyn std::error::Error,
+                            "looking up where restores start; each is looked up again"
+                        );
+                        ranges.retain(|(_, _, r)| !r.full);
+                    }
+                }
+            }
+        }
+        self.prepared = ranges.into_iter().map(|(p, a, r)| (p, (a, r))).collect();
+    }
+
+    /// Forgets what [`prepare`](Self::prepare) found and no `start` took.
+    pub(super) fn unprepare(&mut self) {
+        self.prepared.clear();
+    }
+
+    /// The restorer that looks restore starts up by time, created on first use.
+    fn lookup(&mut self) -> Result<&Restorer, ChangelogError> {
+        if self.lookup.is_none() {
+            self.lookup = Some(Restorer::new(&self.bootstrap, self.options.clone())?);
+        }
+        Ok(self.lookup.as_ref().expect("created above"))
+    }
+
     /// Captures the end of `partition` (the last stable offset under read_committed) and
     /// assigns it from after `after`. Blocks for one ListOffsets round trip; a restore from
     /// scratch with a retention also reads the last record and looks its start up by time.
+    /// A range [`prepare`](Self::prepare) found for the same `(partition, after)` is taken
+    /// instead.
     pub(super) fn start(
+        &mut self,
+        partition: i32,
+        after: Option<i64>,
+    ) -> Result<RestoreRange, ChangelogError> {
+        let range = match self.prepared.remove(&partition) {
+            Some((prepared_after, range)) if prepared_after == after => range,
+            _ => self.look_up(partition, after)?,
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(range.start))
+            .map_err(|e| self.consume_error(partition, e))?;
+        self.consumer
+            .incremental_assign(&tpl)
+            .map_err(|e| self.consume_error(partition, e))?;
+        self.assigned += 1;
+        Ok(range)
+    }
+
+    /// The range of a restore of `partition` from after `after`, looked up now.
+    fn look_up(
         &mut self,
         partition: i32,
         after: Option<i64>,
@@ -137,32 +248,20 @@ impl RestoreReader {
             partition,
             source,
         })?;
-        let mut range = range(after, log_start, end);
-        if let (true, Some(retention)) = (range.full, self.options.retention) {
-            let start = tokio::task::block_in_place(|| -> Result<i64, ChangelogError> {
-                let lookup = match self.lookup.take() {
-                    Some(lookup) => lookup,
-                    None => Restorer::new(&self.bootstrap, self.options.clone())?,
-                };
-                let start =
-                    lookup.retention_start(&self.topic, partition, log_start, end, retention);
-                self.lookup = Some(lookup);
-                start
-            })?;
-            range = RestoreRange {
-                position: (start > 0).then_some(start - 1),
-                start,
-                ..range
-            };
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(range.start))
-            .map_err(|e| self.consume_error(partition, e))?;
-        self.consumer
-            .incremental_assign(&tpl)
-            .map_err(|e| self.consume_error(partition, e))?;
-        self.assigned += 1;
-        Ok(range)
+        let range = range(after, log_start, end);
+        let (true, Some(retention)) = (range.full, self.options.retention) else {
+            return Ok(range);
+        };
+        let start = tokio::task::block_in_place(|| {
+            let topic = self.topic.clone();
+            self.lookup()?
+                .retention_start(&topic, partition, log_start, end, retention)
+        })?;
+        Ok(RestoreRange {
+            position: (start > 0).then_some(start - 1),
+            start,
+            ..range
+        })
     }
 
     pub(super) fn stop(&mut self, partition: i32) -> Result<(), ChangelogError> {
