@@ -21,8 +21,8 @@ use crate::changelog::{leader_unavailable, ChangelogError, RestoreOptions, Resto
 
 mod queue;
 
-use queue::BatchQueue;
 pub(super) use queue::ChangelogRecord;
+use queue::{BatchQueue, Polled};
 
 /// Records applied per wake-up before the loop looks at input, events and commits again.
 pub(super) const RESTORE_BATCH: usize = 10_000;
@@ -319,33 +319,39 @@ impl RestoreReader {
         let deadline = Instant::now() + Duration::from_millis(50);
         let n = Cell::new(0);
         let reachable = Cell::new(true);
-        let mut handle = |item: Result<ChangelogRecord<'_>, KafkaError>| match item {
-            Ok(record) => {
+        let mut handle = |item: Polled<'_>| match item {
+            Polled::Record(record) => {
                 n.set(n.get() + 1);
                 f(Restored::Record(record))
             }
-            Err(KafkaError::PartitionEOF(partition)) => {
-                let position = self.position(partition)?;
-                f(Restored::End {
-                    partition,
-                    position,
-                })
-            }
-            Err(e) if super::events::broker_unreachable(&e) => {
+            Polled::End {
+                partition,
+                position,
+            } => f(Restored::End {
+                partition,
+                position,
+            }),
+            Polled::Error(e) if super::events::broker_unreachable(&e) => {
                 warn!(error = %e, "the broker is unreachable; the restore consumer reconnects");
                 reachable.set(false);
                 Ok(())
             }
-            Err(e) => Err(self.consume_error(-1, e)),
+            Polled::Error(e) => Err(self.consume_error(-1, e)),
         };
         handle(match &first {
-            Ok(msg) => Ok(ChangelogRecord {
+            Ok(msg) => Polled::Record(ChangelogRecord {
                 partition: msg.partition(),
                 offset: msg.offset(),
                 key: msg.key(),
                 value: msg.payload(),
             }),
-            Err(e) => Err(e.clone()),
+            // Transaction markers and aborted records take offsets that no record is
+            // delivered for: the position, not the last record, tells the end.
+            Err(KafkaError::PartitionEOF(partition)) => Polled::End {
+                partition: *partition,
+                position: self.position(*partition)?,
+            },
+            Err(e) => Polled::Error(e.clone()),
         })?;
         drop(first);
         let mut taken = 1;

@@ -15,6 +15,14 @@ use rdsys::rd_kafka_resp_err_t as Err;
 /// Messages taken from librdkafka per call.
 const CHUNK: usize = 512;
 
+/// What the queue held: a record, the end of a partition (with the next offset to read,
+/// past transaction markers), or an error.
+pub(super) enum Polled<'a> {
+    Record(ChangelogRecord<'a>),
+    End { partition: i32, position: i64 },
+    Error(KafkaError),
+}
+
 /// A changelog record as the restore applies it.
 pub(in crate::runtime) struct ChangelogRecord<'a> {
     pub(in crate::runtime) partition: i32,
@@ -43,13 +51,13 @@ impl BatchQueue {
     }
 
     /// Takes up to [`CHUNK`] messages that are ready now (no waiting) and hands each to
-    /// `visit` in queue order, a record as `Ok`, an error or end of partition as `Err`.
+    /// `visit` in queue order.
     /// Every message taken is handed over (and freed) even if `visit` fails; the first
     /// failure is returned. Returns how many messages were taken.
     pub(super) fn drain<E>(
         &self,
         max: usize,
-        visit: &mut dyn FnMut(Result<ChangelogRecord<'_>, KafkaError>) -> Result<(), E>,
+        visit: &mut dyn FnMut(Polled<'_>) -> Result<(), E>,
     ) -> Result<usize, E> {
         let mut messages: [*mut rdsys::rd_kafka_message_t; CHUNK] = [std::ptr::null_mut(); CHUNK];
         let max = max.min(CHUNK);
@@ -85,24 +93,31 @@ impl Drop for BatchQueue {
     }
 }
 
-/// A consumed message as a record, or its error as rdkafka reports it
-/// (`PartitionEOF`, else `MessageConsumption`).
+/// A consumed message as a record, an end of partition, or its error as rdkafka reports
+/// it. The end's position is the offset the message carries (librdkafka's fetch position
+/// when it reached the end): the batch call also moves the consumer's position to one
+/// past it, so `position()` would be one too far there.
 ///
 /// # Safety
 /// `m` must be a message librdkafka handed out and not yet destroyed.
-unsafe fn read(m: &rdsys::rd_kafka_message_t) -> Result<ChangelogRecord<'_>, KafkaError> {
+unsafe fn read(m: &rdsys::rd_kafka_message_t) -> Polled<'_> {
     let partition = m.partition;
     match m.err {
         Err::RD_KAFKA_RESP_ERR_NO_ERROR => {}
-        Err::RD_KAFKA_RESP_ERR__PARTITION_EOF => return Err(KafkaError::PartitionEOF(partition)),
-        e => return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::from(e))),
+        Err::RD_KAFKA_RESP_ERR__PARTITION_EOF => {
+            return Polled::End {
+                partition,
+                position: m.offset,
+            }
+        }
+        e => return Polled::Error(KafkaError::MessageConsumption(RDKafkaErrorCode::from(e))),
     }
     // SAFETY (caller's): key and payload point to key_len and len bytes owned by the
     // message, or are null.
     let bytes = |ptr: *const std::ffi::c_void, len: usize| {
         (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
     };
-    Ok(ChangelogRecord {
+    Polled::Record(ChangelogRecord {
         partition,
         offset: m.offset,
         key: bytes(m.key, m.key_len),
