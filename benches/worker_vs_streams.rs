@@ -23,6 +23,8 @@ mod load;
 mod probes;
 #[path = "worker_vs_streams/report.rs"]
 mod report;
+#[path = "worker_vs_streams/restore.rs"]
+mod restore;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,9 +35,7 @@ use common::worker::{compacted, produce, read_topic, Worker};
 use kstate::changelog::changelog_topic_name;
 use kstate::protocol::{BrokerConnection, ConnectionConfig};
 use load::{KeyDist, Workload};
-use probes::{
-    bare_consumer_rate, consumer_perf, passthrough_rate, peak_rss_mib, topic_records, watermarks,
-};
+use probes::{bare_consumer_rate, passthrough_rate, peak_rss_mib, topic_records, watermarks};
 use report::Figures;
 
 const CACHE_BYTES: &str = "10485760";
@@ -248,118 +248,6 @@ async fn run_java(
     f.set(format!("{prefix}.changelog_records"), changelog);
     println!("[{}] Kafka Streams: {rate:.0} records/s", w.name);
     Ok(app)
-}
-
-/// Restarts kstate `app` on a wiped state dir and times the restore of its changelog:
-/// from launch, and from the first "task restoring" line, to every task running.
-async fn restore_kstate(
-    f: &mut Figures,
-    w: &Workload,
-    input: &Input,
-    app: &str,
-    state: &Path,
-) -> anyhow::Result<()> {
-    let bootstrap = common::bootstrap();
-    let records = topic_records(&bootstrap, &changelog_topic_name(app, STORE))?;
-    let started = Instant::now();
-    let worker = Worker::start(
-        "kstate-restore",
-        &worker_settings(app, &input.topic, w, "at_least_once", state),
-    )?;
-    let perf = match std::env::var("BENCH_PERF") {
-        Ok(path) => {
-            // Attached once the clients exist (the restore consumer among them).
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while worker.count("joining the streams group") == 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Some(probes::Perf::attach(
-                worker.pid(),
-                &format!("{path}.restore"),
-            )?)
-        }
-        Err(_) => None,
-    };
-    let mut restoring = None;
-    let deadline = started + RUN_TIMEOUT;
-    while worker.count("task running") < w.partitions as usize {
-        ensure!(
-            Instant::now() < deadline,
-            "kstate did not restore in time: {}",
-            worker.tail()
-        );
-        if restoring.is_none() && worker.count("task restoring") > 0 {
-            restoring = Some(Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let ready = Instant::now();
-    if let Some(perf) = perf {
-        perf.stop()?;
-    }
-    let restoring = restoring.unwrap_or(started);
-    let replayed: u64 = worker
-        .log()
-        .lines()
-        .filter(|l| l.contains("task restored"))
-        .filter_map(|l| {
-            l.split(" restored=")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
-    f.set("a.kstate_restore.replayed", replayed);
-    f.set("a.kstate_restore.records", records);
-    f.set(
-        "a.kstate_restore.rate",
-        records as f64 / (ready - started).as_secs_f64(),
-    );
-    f.set(
-        "a.kstate_restore.restore_rate",
-        records as f64 / (ready - restoring).as_secs_f64(),
-    );
-    if let Some(rss) = peak_rss_mib(worker.pid()) {
-        f.set("a.kstate_restore.peak_rss_mib", rss);
-    }
-    println!(
-        "[a] kstate restore of {records} changelog records: {:.1} s",
-        (ready - started).as_secs_f64()
-    );
-    Ok(())
-}
-
-/// Restarts Kafka Streams `app` on a wiped state dir; times launch to RUNNING.
-fn restore_java(
-    f: &mut Figures,
-    w: &Workload,
-    input: &Input,
-    app: &str,
-    state: &Path,
-) -> anyhow::Result<()> {
-    let bootstrap = common::bootstrap();
-    let records = topic_records(&bootstrap, &changelog_topic_name(app, STORE))?;
-    let started = Instant::now();
-    let mut java = JavaApp::spawn("streams-restore", &java_args(app, &input.topic, w, state))?;
-    while !java.said("RUNNING") {
-        ensure!(
-            started.elapsed() < RUN_TIMEOUT,
-            "Kafka Streams did not restore in time: {}",
-            java.tail()
-        );
-        java.check_alive()?;
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let secs = started.elapsed().as_secs_f64();
-    f.set("a.kafka_streams_restore.records", records);
-    f.set("a.kafka_streams_restore.rate", records as f64 / secs);
-    if let Some(rss) = peak_rss_mib(java.pid()) {
-        f.set("a.kafka_streams_restore.peak_rss_mib", rss);
-    }
-    println!("[a] Kafka Streams restore of {records} changelog records: {secs:.1} s");
-    Ok(())
 }
 
 /// Whether two apps' outputs are equal as compacted views on every session no
@@ -589,19 +477,13 @@ async fn main() -> anyhow::Result<()> {
             &state.join("r-alos"),
         )
         .await?;
-        restore_kstate(&mut f, &r, &input, &app, &state.join("r-alos-restore")).await?;
-        let changelog = changelog_topic_name(&app, STORE);
-        let records = topic_records(&bootstrap, &changelog)?;
-        f.set("a.consumer_perf.records", records);
-        f.set(
-            "a.consumer_perf.fetch_rate",
-            consumer_perf(&bootstrap, &changelog, records)?,
-        );
+        restore::kstate_beside_ceiling(&mut f, &r, &input, &app, &state.join("r-alos-restore"))
+            .await?;
         mark("[r] kstate restore and ConsumerPerformance");
         if phases.on("java") {
             let java =
                 run_java(&mut f, "r.kafka_streams", &r, &input, &state.join("r-java")).await?;
-            restore_java(&mut f, &r, &input, &java, &state.join("r-java-restore"))?;
+            restore::restore_java(&mut f, &r, &input, &java, &state.join("r-java-restore"))?;
             outputs_equal(
                 &mut f,
                 "r.outputs_equal_alos",
@@ -698,7 +580,7 @@ async fn main() -> anyhow::Result<()> {
     }
     f.set("load_average_end", report::load_average());
     notes.push("Kafka Streams runs at_least_once only (its exactly_once_v2 run would double the bench's time); throughput_ratio_eos divides kstate's exactly_once_v2 rate by Kafka Streams' at_least_once rate.".into());
-    notes.push("Restores: with the default retention (gap + grace = 7 s) both engines start a restore from scratch at the first changelog record within retention of the last one, a few percent of workload 1's changelog, so a restore of it measures start-up. The restore figures therefore come from workload 1's input processed again by both engines with `retention.ms` = 1 day (workload \"r\" in results.json: every changelog record is replayed; kstate's replayed count is `a.kstate_restore.replayed`), stopped cleanly (SIGTERM), their state wiped, and restarted. Restore rates divide the changelog's record count (high minus low watermark) by the time to ready; Kafka Streams is ready when it reports RUNNING. ConsumerPerformance reads kstate's changelog of that run.".into());
+    notes.push("Restores: with the default retention (gap + grace = 7 s) both engines start a restore from scratch at the first changelog record within retention of the last one, a few percent of workload 1's changelog, so a restore of it measures start-up. The restore figures therefore come from workload 1's input processed again by both engines with `retention.ms` = 1 day (workload \"r\" in results.json: every changelog record is replayed; kstate's replayed count is `a.kstate_restore.replayed`), stopped cleanly (SIGTERM), their state wiped, and restarted. Restore rates divide the changelog's record count (high minus low watermark) by the time to ready; Kafka Streams is ready when it reports RUNNING. kstate's restore and ConsumerPerformance (its fetch.nMsg.sec, group join excluded) on kstate's changelog of that run alternate over BENCH_RESTORE_ROUNDS rounds (default 3), each kstate restore on a freshly wiped state dir; the table shows the medians, results.json every round (`a.kstate_restore.rounds`, `a.consumer_perf.rounds`), and restore_fraction_of_fetch_ceiling is the median of the rounds' paired fractions (`a.restore_fraction.rounds`).".into());
     notes.push("Workload \"r\" (retention 1 day) also compares the two outputs exactly: no record there depends on flush timing (`r.outputs_equal_alos`).".into());
     let command = std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "scripts/bench".into());
     report::write_json(&root.join("bench/results.json"), &f)?;

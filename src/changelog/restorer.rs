@@ -19,6 +19,8 @@ use tracing::{info, warn};
 use super::ChangelogError;
 use crate::protocol::KafkaProperties;
 
+mod retention;
+
 /// What a restore writes into: the store's `put_inner`/`delete_inner`/`clear`.
 pub trait RestoreTarget {
     /// Why a record could not be applied (e.g. a key that is not a session key).
@@ -341,103 +343,6 @@ impl Restorer {
         outcome.elapsed = started.elapsed();
         report(&outcome, true);
         Ok(outcome)
-    }
-
-    /// Where Kafka Streams 4.4.0 starts restoring a windowed or session store that has no
-    /// checkpoint (`StoreChangelogReader.seekByRetentionFromPolledRecords`): it reads the
-    /// partition's last offset (`end - 1`); if that is a record (not a transaction marker)
-    /// and its timestamp minus the store's retention is positive, it starts at the first
-    /// offset stamped at or after that time (ListOffsets by timestamp), else at the log
-    /// start. The record timestamp is the time of the input record that last updated the
-    /// session, not the session's end, so a session extended backwards by an out-of-order
-    /// record can be left out although its end is within retention: kstate does the same,
-    /// so that both restore the same state from the same changelog.
-    pub fn retention_start(
-        &self,
-        topic: &str,
-        partition: i32,
-        log_start: i64,
-        end: i64,
-        retention: Duration,
-    ) -> Result<i64, ChangelogError> {
-        if end <= log_start {
-            return Ok(log_start);
-        }
-        let Some(last) = self.timestamp_at(topic, partition, end - 1)? else {
-            return Ok(log_start);
-        };
-        let from = last.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-        if from <= 0 {
-            return Ok(log_start);
-        }
-        let consume_err = |source| ChangelogError::Consume {
-            topic: topic.to_string(),
-            partition,
-            source,
-        };
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(from))
-            .map_err(consume_err)?;
-        let found = self
-            .consumer
-            .offsets_for_times(tpl, Duration::from_secs(30))
-            .map_err(|source| ChangelogError::Offsets {
-                topic: topic.to_string(),
-                partition,
-                source,
-            })?;
-        let start = match found.find_partition(topic, partition).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o.clamp(log_start, end),
-            _ => log_start,
-        };
-        info!(
-            topic,
-            partition,
-            last_timestamp = last,
-            from_timestamp = from,
-            start,
-            log_start,
-            "restoring from the first changelog record within the store's retention"
-        );
-        Ok(start)
-    }
-
-    /// The timestamp of the record at `offset`, `None` if no record is delivered there (a
-    /// transaction marker or an aborted record).
-    fn timestamp_at(
-        &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-    ) -> Result<Option<i64>, ChangelogError> {
-        let consume_err = |source| ChangelogError::Consume {
-            topic: topic.to_string(),
-            partition,
-            source,
-        };
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
-            .map_err(consume_err)?;
-        self.consumer.assign(&tpl).map_err(consume_err)?;
-        let started = Instant::now();
-        let result = loop {
-            match self.consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(msg)) => break Ok(msg.timestamp().to_millis()),
-                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(None),
-                Some(Err(source)) => break Err(consume_err(source)),
-                None if started.elapsed() >= self.options.stall_timeout => {
-                    break Err(ChangelogError::Stalled {
-                        topic: topic.to_string(),
-                        partition,
-                        position: offset,
-                        end: offset + 1,
-                    })
-                }
-                None => {}
-            }
-        };
-        let _ = self.consumer.unassign();
-        result
     }
 
     fn read_until<T: RestoreTarget>(

@@ -222,8 +222,8 @@ impl Runtime {
         restored: &mut BTreeMap<i32, i64>,
     ) -> Result<(), crate::changelog::ChangelogError> {
         match r {
-            Restored::Record(msg) => {
-                let p = msg.partition();
+            Restored::Record(record) => {
+                let p = record.partition;
                 let reading = matches!(
                     self.manager.state(p),
                     Some(TaskState::Restoring { .. } | TaskState::Standby { .. })
@@ -232,9 +232,9 @@ impl Runtime {
                     return Ok(());
                 };
                 if task.restore_record(
-                    msg.offset(),
-                    msg.key(),
-                    msg.payload(),
+                    record.offset,
+                    record.key,
+                    record.value,
                     self.corrupt_records,
                 )? {
                     if let Some(stats) = self.restores.get_mut(&p) {
@@ -243,7 +243,7 @@ impl Runtime {
                 } else {
                     metrics::records_skipped("corrupt_changelog", 1);
                 }
-                restored.insert(p, msg.offset());
+                restored.insert(p, record.offset);
             }
             Restored::End {
                 partition,

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::eos::Transactions;
 use super::error::RuntimeError;
-use super::manager::{ManagerConfig, TaskManager};
+use super::manager::{Action, ManagerConfig, TaskManager};
 use super::offsets::CoordinatorOffsets;
 use super::processor::ProcessorFactory;
 use super::producer::{Marks, RecordProducer};
@@ -389,8 +389,25 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut shutting_down = false;
     loop {
-        while let Some(action) = rt.manager.poll_action() {
-            rt.execute(action, &consumer, &mut restore).await?;
+        // The actions queued now, in order (those they queue come next round): the
+        // restores among them capture their ranges together first.
+        loop {
+            let actions: Vec<Action> = std::iter::from_fn(|| rt.manager.poll_action()).collect();
+            if actions.is_empty() {
+                break;
+            }
+            let starts: Vec<(i32, Option<i64>)> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::StartRestore { task, after } => Some((*task, *after)),
+                    _ => None,
+                })
+                .collect();
+            restore.prepare(&starts);
+            for action in actions {
+                rt.execute(action, &consumer, &mut restore).await?;
+            }
+            restore.unprepare();
         }
         if rt.left {
             break;
