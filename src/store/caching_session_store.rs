@@ -55,7 +55,7 @@
 //!
 //! [`session_schema`]: crate::store::session_schema
 
-use std::collections::BTreeSet;
+use std::collections::BinaryHeap;
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -118,7 +118,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
                 store: inner,
                 retention_ms: None,
                 observed_end: None,
-                by_end: BTreeSet::new(),
+                by_end: BinaryHeap::new(),
                 expired_through: None,
             },
             evicted: Vec::new(),
@@ -152,18 +152,18 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             }
             return Ok(store);
         }
-        let mut index = BTreeSet::new();
+        let mut index = Vec::with_capacity(store.inner.store.len());
         let mut max_end = None;
         store
             .inner
             .store
             .for_each_in(Bound::Unbounded, Bound::Unbounded, &mut |k, _| {
                 if let Ok(d) = session_schema::decode(k) {
-                    index.insert(Expiry::new(d.end, k.clone()));
+                    index.push(Expiry::new(d.end, k.clone()));
                     max_end = max_end.max(Some(d.end));
                 }
             })?;
-        store.inner.by_end = index;
+        store.inner.by_end = BinaryHeap::from(index);
         if let Some(end) = max_end {
             store.inner.observe(end)?;
         }
@@ -194,10 +194,9 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 
     /// Approximate bytes held: inner store, cache and expiry index.
     pub fn approximate_bytes(&self) -> usize {
-        const INDEX_ENTRY: usize = 64;
         self.inner.store.approximate_bytes()
             + self.cache.size_bytes()
-            + self.inner.by_end.len() * INDEX_ENTRY
+            + self.inner.by_end.capacity() * std::mem::size_of::<Expiry>()
     }
 
     /// Cache-first read of one session key: a cached entry (a tombstone reads as `None`)
@@ -418,7 +417,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
     pub fn delete_inner(&mut self, key: &[u8]) -> Result<(), StoreError> {
         let end = session_schema::session_end_of(key)?;
         self.drop_clean(key);
-        self.inner.delete(Bytes::copy_from_slice(key), end)
+        self.inner.delete(key, end)
     }
 
     /// Empties the cache (dirty entries included), the inner store, the eviction queue and
@@ -511,8 +510,8 @@ fn write_through<S: ByteKeyValueStore>(
             continue;
         }
         match &entry.value {
-            Some(v) => inner.put(key.clone(), end, v.clone())?,
-            None => inner.delete(key.clone(), end)?,
+            Some(v) => inner.put_known(key.clone(), end, v.clone(), old.is_some())?,
+            None => inner.delete(&key, end)?,
         }
         let at = if entry.value.is_some() {
             let replaced = out
