@@ -503,36 +503,58 @@ fn write_through<S: ByteKeyValueStore>(
     dirty: &mut Vec<DirtyEntry>,
     out: &mut Vec<FlushedEntry>,
 ) -> Result<(), StoreError> {
-    for (key, entry) in dirty.drain(..) {
-        let end = session_schema::session_end_of(&key)?;
-        let old = inner.get(&key, end)?;
-        if entry.value.is_none() && old.is_none() {
-            continue;
+    let mut pending = dirty.drain(..);
+    while !pending.as_slice().is_empty() {
+        for (key, _) in pending.as_slice().iter().take(PREFETCH_BATCH) {
+            inner.store.prefetch(key);
         }
-        match &entry.value {
-            Some(v) => inner.put_known(key.clone(), end, v.clone(), old.is_some())?,
-            None => inner.delete(&key, end)?,
+        for (key, entry) in pending.by_ref().take(PREFETCH_BATCH) {
+            write_one(inner, key, entry, out)?;
         }
-        let at = if entry.value.is_some() {
-            let replaced = out
-                .iter()
-                .rev()
-                .take_while(|f| f.new.is_none() && f.context == entry.context)
-                .count();
-            out.len() - replaced
-        } else {
-            out.len()
-        };
-        out.insert(
-            at,
-            FlushedEntry {
-                key,
-                old,
-                new: entry.value,
-                context: entry.context,
-            },
-        );
     }
+    Ok(())
+}
+
+/// Dirty entries whose inner-store locations [`write_through`] loads together
+/// ([`ByteKeyValueStore::prefetch`]) before writing them, so that their cache misses
+/// overlap instead of following one another.
+const PREFETCH_BATCH: usize = 16;
+
+/// One entry of [`write_through`].
+fn write_one<S: ByteKeyValueStore>(
+    inner: &mut Inner<S>,
+    key: Bytes,
+    entry: CacheEntry,
+    out: &mut Vec<FlushedEntry>,
+) -> Result<(), StoreError> {
+    let end = session_schema::session_end_of(&key)?;
+    let old = inner.get(&key, end)?;
+    if entry.value.is_none() && old.is_none() {
+        return Ok(());
+    }
+    match &entry.value {
+        Some(v) => inner.put_known(key.clone(), end, v.clone(), old.is_some())?,
+        None => inner.delete(&key, end)?,
+    }
+    let at = if entry.value.is_some() {
+        let replaced = out
+            .iter()
+            .rev()
+            .take_while(|f| f.new.is_none() && f.context == entry.context)
+            .count();
+        out.len() - replaced
+    } else {
+        out.len()
+    };
+    out.insert(
+        at,
+        FlushedEntry {
+            key,
+            old,
+            new: entry.value,
+            context: entry.context,
+        },
+    );
     Ok(())
 }
 
