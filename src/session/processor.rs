@@ -24,6 +24,7 @@ use crate::session::serde::Serde;
 use crate::session::store::{Session, SessionStore};
 use crate::session::windows::SessionWindows;
 use crate::store::session_schema::append_suffix;
+use crate::store::shared_bytes::shared_copy;
 use crate::store::{ByteKeyValueStore, RecordContext};
 
 /// Record counters of one aggregate step.
@@ -173,7 +174,7 @@ impl<A, I, G, M> SessionWindowAggregate<A, I, G, M> {
 
         agg = self.aggregator.aggregate(key, value, agg);
         append_suffix(&mut self.key_buf, start, end);
-        let merged_key = Bytes::copy_from_slice(&self.key_buf);
+        let merged_key = shared_copy(&self.key_buf);
         self.replaced.retain(|k| *k != merged_key);
         let replaced = self.replaced.len();
         store.replace_raw_key(merged_key, &agg, &self.replaced, context)?;

@@ -11,6 +11,7 @@ use crate::session::error::{Part, SessionError};
 use crate::session::serde::Serde;
 use crate::session::windows::SessionWindows;
 use crate::store::session_schema::{self, append_suffix};
+use crate::store::shared_bytes::shared_copy;
 use crate::store::{
     ByteKeyValueStore, CacheBudget, CachingSessionStore, FlushedEntry, InMemoryBytesStore,
     RecordContext, StoreError, StoredSession,
@@ -75,6 +76,8 @@ pub struct SessionStore<K, V, KS, VS, S: ByteKeyValueStore = InMemoryBytesStore>
     key_serde: KS,
     value_serde: VS,
     raw_found: Vec<StoredSession>,
+    /// Reused to serialize values before [`shared_copy`] copies them out.
+    value_buf: BytesMut,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -91,6 +94,7 @@ where
             key_serde,
             value_serde,
             raw_found: Vec::new(),
+            value_buf: BytesMut::new(),
             _types: PhantomData,
         }
     }
@@ -209,7 +213,7 @@ where
         value: &V,
         context: RecordContext,
     ) -> Result<(), SessionError> {
-        let raw_value = self.value_serde.serialize(value);
+        let raw_value = self.serialize_value(value);
         self.bytes
             .put(raw_key, raw_value, context)
             .map_err(|e| self.store_error(e))
@@ -224,7 +228,7 @@ where
         removed: &[Bytes],
         context: RecordContext,
     ) -> Result<(), SessionError> {
-        let raw_value = self.value_serde.serialize(value);
+        let raw_value = self.serialize_value(value);
         self.bytes
             .replace(merged, raw_value, removed, context)
             .map_err(|e| self.store_error(e))
@@ -320,6 +324,13 @@ where
         self.key_serde.serialize_into(key, &mut buf);
         append_suffix(&mut buf, start, end);
         buf.freeze()
+    }
+
+    /// `value` serialized into one shared allocation (see [`shared_copy`]).
+    fn serialize_value(&mut self, value: &V) -> Bytes {
+        self.value_buf.clear();
+        self.value_serde.serialize_into(value, &mut self.value_buf);
+        shared_copy(&self.value_buf)
     }
 
     fn decode_value(&self, bytes: &[u8], start: i64, end: i64) -> Result<V, SessionError> {

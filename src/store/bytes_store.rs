@@ -58,6 +58,12 @@ pub trait ByteKeyValueStore: Send {
             }
         })
     }
+    /// A hint that `key` is about to be read or written: a store may load what locating it
+    /// touches into the CPU cache, so that the misses of several keys overlap. Changes
+    /// nothing; the default does nothing.
+    fn prefetch(&self, key: &[u8]) {
+        let _ = key;
+    }
     /// Removes every entry.
     fn clear(&mut self) -> Result<(), StoreError>;
     /// Number of entries.
@@ -156,6 +162,9 @@ impl<T: ByteKeyValueStore + ?Sized> ByteKeyValueStore for Box<T> {
         visit: &mut dyn FnMut(&Bytes, &Bytes),
     ) -> Result<(), StoreError> {
         (**self).for_each_in_group(prefix, suffix_len, lo, hi, visit)
+    }
+    fn prefetch(&self, key: &[u8]) {
+        (**self).prefetch(key)
     }
     fn clear(&mut self) -> Result<(), StoreError> {
         (**self).clear()
@@ -442,6 +451,15 @@ impl ByteKeyValueStore for InMemoryBytesStore {
         Ok(())
     }
 
+    fn prefetch(&self, key: &[u8]) {
+        let group = Self::prefix_of(key)
+            .and_then(|prefix| self.find_group(prefix))
+            .map(|g| &self.groups[g as usize]);
+        if let Some((_, value)) = group.and_then(|g| g.first()) {
+            std::hint::black_box(value.first());
+        }
+    }
+
     fn clear(&mut self) -> Result<(), StoreError> {
         self.index.clear();
         self.groups.clear();
@@ -492,6 +510,10 @@ macro_rules! byte_store_contract_tests {
             #[test]
             fn starts_empty() {
                 contract::starts_empty(($make)());
+            }
+            #[test]
+            fn prefetch_changes_nothing() {
+                contract::prefetch_changes_nothing(($make)());
             }
             #[test]
             fn put_get_overwrite() {

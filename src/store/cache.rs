@@ -439,7 +439,11 @@ impl NamedCache {
         let Some(prefix) = prefix else {
             return self.short_group;
         };
-        let hash = self.hasher.hash_one(prefix);
+        self.find_hashed(prefix, self.hasher.hash_one(prefix))
+    }
+
+    /// The group of a prefix whose hash is `hash`.
+    fn find_hashed(&self, prefix: &[u8], hash: u64) -> Option<u32> {
         self.index
             .find(hash, |&g| self.group_prefix(g) == Some(prefix))
             .copied()
@@ -452,7 +456,12 @@ impl NamedCache {
     }
 
     fn group_or_insert(&mut self, prefix: Option<&[u8]>) -> u32 {
-        if let Some(g) = self.find_group(prefix) {
+        let hash = prefix.map(|p| self.hasher.hash_one(p));
+        let found = match (prefix, hash) {
+            (Some(p), Some(h)) => self.find_hashed(p, h),
+            _ => self.short_group,
+        };
+        if let Some(g) = found {
             return g;
         }
         let g = match self.free_groups.pop() {
@@ -462,10 +471,9 @@ impl NamedCache {
                 u32::try_from(self.groups.len() - 1).expect("fewer than 2^32 groups")
             }
         };
-        match prefix {
+        match hash {
             None => self.short_group = Some(g),
-            Some(prefix) => {
-                let hash = self.hasher.hash_one(prefix);
+            Some(hash) => {
                 let Self {
                     index,
                     groups,
@@ -487,11 +495,12 @@ impl NamedCache {
     /// Takes slot `s` (at position `i` of group `g`) out of the index and both lists,
     /// releases its bytes and frees it; returns its entry.
     fn remove_slot(&mut self, g: u32, i: usize, s: u32) -> CacheEntry {
-        let prefix_hash = (i == 0)
+        let emptied = self.groups[g as usize].len() == 1;
+        let prefix_hash = emptied
             .then(|| self.group_prefix(g).map(|p| self.hasher.hash_one(p)))
             .flatten();
         self.groups[g as usize].remove(i);
-        if self.groups[g as usize].is_empty() {
+        if emptied {
             match prefix_hash {
                 Some(hash) => {
                     if let Ok(e) = self.index.find_entry(hash, |&h| h == g) {

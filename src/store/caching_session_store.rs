@@ -55,7 +55,7 @@
 //!
 //! [`session_schema`]: crate::store::session_schema
 
-use std::collections::BTreeSet;
+use std::collections::BinaryHeap;
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -118,7 +118,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
                 store: inner,
                 retention_ms: None,
                 observed_end: None,
-                by_end: BTreeSet::new(),
+                by_end: BinaryHeap::new(),
                 expired_through: None,
             },
             evicted: Vec::new(),
@@ -152,18 +152,18 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             }
             return Ok(store);
         }
-        let mut index = BTreeSet::new();
+        let mut index = Vec::with_capacity(store.inner.store.len());
         let mut max_end = None;
         store
             .inner
             .store
             .for_each_in(Bound::Unbounded, Bound::Unbounded, &mut |k, _| {
                 if let Ok(d) = session_schema::decode(k) {
-                    index.insert(Expiry::new(d.end, k.clone()));
+                    index.push(Expiry::new(d.end, k.clone()));
                     max_end = max_end.max(Some(d.end));
                 }
             })?;
-        store.inner.by_end = index;
+        store.inner.by_end = BinaryHeap::from(index);
         if let Some(end) = max_end {
             store.inner.observe(end)?;
         }
@@ -194,10 +194,9 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
 
     /// Approximate bytes held: inner store, cache and expiry index.
     pub fn approximate_bytes(&self) -> usize {
-        const INDEX_ENTRY: usize = 64;
         self.inner.store.approximate_bytes()
             + self.cache.size_bytes()
-            + self.inner.by_end.len() * INDEX_ENTRY
+            + self.inner.by_end.capacity() * std::mem::size_of::<Expiry>()
     }
 
     /// Cache-first read of one session key: a cached entry (a tombstone reads as `None`)
@@ -418,7 +417,7 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
     pub fn delete_inner(&mut self, key: &[u8]) -> Result<(), StoreError> {
         let end = session_schema::session_end_of(key)?;
         self.drop_clean(key);
-        self.inner.delete(Bytes::copy_from_slice(key), end)
+        self.inner.delete(key, end)
     }
 
     /// Empties the cache (dirty entries included), the inner store, the eviction queue and
@@ -504,36 +503,58 @@ fn write_through<S: ByteKeyValueStore>(
     dirty: &mut Vec<DirtyEntry>,
     out: &mut Vec<FlushedEntry>,
 ) -> Result<(), StoreError> {
-    for (key, entry) in dirty.drain(..) {
-        let end = session_schema::session_end_of(&key)?;
-        let old = inner.get(&key, end)?;
-        if entry.value.is_none() && old.is_none() {
-            continue;
+    let mut pending = dirty.drain(..);
+    while !pending.as_slice().is_empty() {
+        for (key, _) in pending.as_slice().iter().take(PREFETCH_BATCH) {
+            inner.store.prefetch(key);
         }
-        match &entry.value {
-            Some(v) => inner.put(key.clone(), end, v.clone())?,
-            None => inner.delete(key.clone(), end)?,
+        for (key, entry) in pending.by_ref().take(PREFETCH_BATCH) {
+            write_one(inner, key, entry, out)?;
         }
-        let at = if entry.value.is_some() {
-            let replaced = out
-                .iter()
-                .rev()
-                .take_while(|f| f.new.is_none() && f.context == entry.context)
-                .count();
-            out.len() - replaced
-        } else {
-            out.len()
-        };
-        out.insert(
-            at,
-            FlushedEntry {
-                key,
-                old,
-                new: entry.value,
-                context: entry.context,
-            },
-        );
     }
+    Ok(())
+}
+
+/// Dirty entries whose inner-store locations [`write_through`] loads together
+/// ([`ByteKeyValueStore::prefetch`]) before writing them, so that their cache misses
+/// overlap instead of following one another.
+const PREFETCH_BATCH: usize = 16;
+
+/// One entry of [`write_through`].
+fn write_one<S: ByteKeyValueStore>(
+    inner: &mut Inner<S>,
+    key: Bytes,
+    entry: CacheEntry,
+    out: &mut Vec<FlushedEntry>,
+) -> Result<(), StoreError> {
+    let end = session_schema::session_end_of(&key)?;
+    let old = inner.get(&key, end)?;
+    if entry.value.is_none() && old.is_none() {
+        return Ok(());
+    }
+    match &entry.value {
+        Some(v) => inner.put_known(key.clone(), end, v.clone(), old.is_some())?,
+        None => inner.delete(&key, end)?,
+    }
+    let at = if entry.value.is_some() {
+        let replaced = out
+            .iter()
+            .rev()
+            .take_while(|f| f.new.is_none() && f.context == entry.context)
+            .count();
+        out.len() - replaced
+    } else {
+        out.len()
+    };
+    out.insert(
+        at,
+        FlushedEntry {
+            key,
+            old,
+            new: entry.value,
+            context: entry.context,
+        },
+    );
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod context;
 pub mod error;
 pub mod persistent;
 pub mod session_schema;
+pub mod shared_bytes;
 pub mod snapshot;
 pub mod task_store;
 

@@ -10,6 +10,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::store::error::StoreError;
+use crate::store::shared_bytes::shared_copy;
 
 /// Bytes taken by the `end ‖ start` suffix.
 pub const SUFFIX_LEN: usize = 16;
@@ -26,10 +27,20 @@ pub struct SessionKeyRef<'a> {
 }
 
 /// Encodes the composite key of session `[start, end]` of `key`.
+/// One allocation (see [`shared_copy`]) for keys up to 112 bytes; clones allocate nothing.
 pub fn session_key(key: &[u8], start: i64, end: i64) -> Bytes {
-    let mut buf = BytesMut::with_capacity(key.len() + SUFFIX_LEN);
-    write_session_key(&mut buf, key, start, end);
-    buf.freeze()
+    const INLINE: usize = 128;
+    let len = key.len() + SUFFIX_LEN;
+    if len > INLINE {
+        let mut buf = BytesMut::with_capacity(len);
+        write_session_key(&mut buf, key, start, end);
+        return shared_copy(&buf);
+    }
+    let mut buf = [0u8; INLINE];
+    buf[..key.len()].copy_from_slice(key);
+    buf[key.len()..key.len() + 8].copy_from_slice(&end.to_be_bytes());
+    buf[key.len() + 8..len].copy_from_slice(&start.to_be_bytes());
+    shared_copy(&buf[..len])
 }
 
 /// Appends the composite key of session `[start, end]` of `key` to `buf`.

@@ -95,6 +95,9 @@ impl ByteKeyValueStore for TaskBytesStore {
     ) -> Result<(), StoreError> {
         dispatch!(self, s => s.for_each_in_group(prefix, suffix_len, lo, hi, visit))
     }
+    fn prefetch(&self, key: &[u8]) {
+        dispatch!(self, s => s.prefetch(key))
+    }
     fn clear(&mut self) -> Result<(), StoreError> {
         dispatch!(self, s => s.clear())
     }

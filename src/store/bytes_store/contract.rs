@@ -16,6 +16,34 @@ pub fn starts_empty<S: ByteKeyValueStore>(s: S) {
     assert!(s.scan_all().unwrap().is_empty());
 }
 
+pub fn prefetch_changes_nothing<S: ByteKeyValueStore>(mut s: S) {
+    let long = |c: u8, t: u8| {
+        Bytes::from(vec![
+            c, c, c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, t,
+        ])
+    };
+    for (k, v) in [
+        (long(b'x', 1), b(b"1")),
+        (long(b'x', 2), b(b"2")),
+        (b(b"s"), b(b"3")),
+    ] {
+        s.put(k, v).unwrap();
+    }
+    let before = s.scan_all().unwrap();
+    for k in [
+        long(b'x', 1),
+        long(b'x', 9),
+        long(b'y', 1),
+        b(b"s"),
+        b(b""),
+        b(b"t"),
+    ] {
+        s.prefetch(&k);
+    }
+    assert_eq!(s.scan_all().unwrap(), before);
+    assert_eq!(s.len(), 3);
+}
+
 pub fn put_get_overwrite<S: ByteKeyValueStore>(mut s: S) {
     s.put(b(b"a"), b(b"1")).unwrap();
     assert_eq!(s.get(b"a").unwrap(), Some(b(b"1")));

@@ -2,14 +2,23 @@
 //! it: every write advances the clock to the session's end, and sessions whose end falls
 //! out of retention are dropped, through the store's own time index when it has one
 //! (the persistent store) or an end-ordered index kept here.
+//!
+//! The index kept here is a min-heap of `(end, key)` that is not told about deletes: a
+//! deleted session's entry stays until its end expires, when deleting its key again is a
+//! no-op (a key holds its end, so an entry for a key present in the store is that
+//! session's). Writes and deletes thus cost no index search. Stale entries are dropped when
+//! the heap is full and at least half stale, by looking their keys up.
 
-use std::collections::BTreeSet;
-use std::hash::BuildHasher;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 use bytes::Bytes;
 
 use crate::store::bytes_store::ByteKeyValueStore;
 use crate::store::error::StoreError;
+
+/// Stale index entries tolerated on top of one per stored entry before a compaction.
+const INDEX_SLACK: usize = 1024;
 
 /// The store below the cache with its expiry clock (Java's segmented bytes store).
 pub(super) struct Inner<S> {
@@ -17,30 +26,46 @@ pub(super) struct Inner<S> {
     pub(super) retention_ms: Option<i64>,
     pub(super) observed_end: Option<i64>,
     /// Every stored session by end, kept only with a retention and only when the store
-    /// has no time index of its own ([`ByteKeyValueStore::is_time_indexed`]).
-    pub(super) by_end: BTreeSet<Expiry>,
+    /// has no time index of its own ([`ByteKeyValueStore::is_time_indexed`]); may also
+    /// hold sessions deleted since (see the module doc).
+    pub(super) by_end: BinaryHeap<Expiry>,
     /// The horizon the store's own time index was last expired through.
     pub(super) expired_through: Option<i64>,
 }
 
-/// An entry of the expiry index: ordered by end, then by a hash of the key, so sessions
-/// with the same end (a restored batch, a burst) are told apart without comparing key
-/// bytes; the key breaks the rare tie. Which of several sessions with one end expires
-/// first is not observable: they expire at the same clock.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// An entry of the expiry index, ordered by end only, earliest first out of the heap
+/// (which of several sessions with one end expires first is not observable: they expire
+/// at the same clock).
+#[derive(Debug, Clone)]
 pub(super) struct Expiry {
-    end: i64,
-    hash: u64,
-    key: Bytes,
+    pub(super) end: i64,
+    pub(super) key: Bytes,
 }
 
 impl Expiry {
     pub(super) fn new(end: i64, key: Bytes) -> Self {
-        Self {
-            end,
-            hash: foldhash::fast::FixedState::with_seed(0).hash_one(&key[..]),
-            key,
-        }
+        Self { end, key }
+    }
+}
+
+impl PartialEq for Expiry {
+    fn eq(&self, other: &Self) -> bool {
+        self.end == other.end
+    }
+}
+
+impl Eq for Expiry {}
+
+impl PartialOrd for Expiry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Expiry {
+    /// Reversed: the greatest entry, the heap's top, has the earliest end.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.end.cmp(&self.end)
     }
 }
 
@@ -76,11 +101,38 @@ impl<S: ByteKeyValueStore> Inner<S> {
             }
             return Ok(());
         }
-        while self.by_end.first().is_some_and(|e| e.end <= horizon) {
-            if let Some(e) = self.by_end.pop_first() {
+        while self.by_end.peek().is_some_and(|e| e.end <= horizon) {
+            if let Some(e) = self.by_end.pop() {
                 self.store.delete(&e.key)?;
             }
         }
+        Ok(())
+    }
+
+    /// Indexes a session just stored that was absent before. When the heap is full and
+    /// more than half stale, first drops the entries of deleted sessions (one lookup each)
+    /// and the duplicates of sessions deleted and stored again.
+    fn index(&mut self, end: i64, key: Bytes) -> Result<(), StoreError> {
+        if self.by_end.len() == self.by_end.capacity()
+            && self.by_end.len() >= 2 * self.store.len() + INDEX_SLACK
+        {
+            let mut entries = std::mem::take(&mut self.by_end).into_vec();
+            let mut failure = None;
+            entries.retain(|e| match self.store.get(&e.key) {
+                Ok(found) => found.is_some(),
+                Err(err) => {
+                    failure.get_or_insert(err);
+                    true
+                }
+            });
+            entries.sort_unstable_by(|a, b| a.end.cmp(&b.end).then_with(|| a.key.cmp(&b.key)));
+            entries.dedup_by(|a, b| a.key == b.key);
+            self.by_end = BinaryHeap::from(entries);
+            if let Some(err) = failure {
+                return Err(err);
+            }
+        }
+        self.by_end.push(Expiry::new(end, key));
         Ok(())
     }
 
@@ -94,22 +146,34 @@ impl<S: ByteKeyValueStore> Inner<S> {
 
     /// Java's segmented `put(key, value)`: advance the clock, then store unless expired.
     pub(super) fn put(&mut self, key: Bytes, end: i64, value: Bytes) -> Result<(), StoreError> {
+        let present = self.keeps_index() && self.store.get(&key)?.is_some();
+        self.put_known(key, end, value, present)
+    }
+
+    /// [`put`](Self::put) of a key the caller has just read: `present` is whether the
+    /// store held it (a live value was read).
+    pub(super) fn put_known(
+        &mut self,
+        key: Bytes,
+        end: i64,
+        value: Bytes,
+        present: bool,
+    ) -> Result<(), StoreError> {
         self.observe(end)?;
         if self.is_expired(end) {
             return Ok(());
         }
-        if self.keeps_index() {
-            self.by_end.insert(Expiry::new(end, key.clone()));
+        if self.keeps_index() && !present {
+            self.index(end, key.clone())?;
         }
         self.store.put(key, value)
     }
 
-    /// Java's segmented `put(key, null)`: advance the clock, then delete.
-    pub(super) fn delete(&mut self, key: Bytes, end: i64) -> Result<(), StoreError> {
+    /// Java's segmented `put(key, null)`: advance the clock, then delete (the index entry
+    /// goes stale, see the module doc).
+    pub(super) fn delete(&mut self, key: &[u8], end: i64) -> Result<(), StoreError> {
         self.observe(end)?;
-        if self.store.delete(&key)?.is_some() && self.keeps_index() {
-            self.by_end.remove(&Expiry::new(end, key));
-        }
+        self.store.delete(key)?;
         Ok(())
     }
 }

@@ -484,3 +484,51 @@ fn find_sessions_counts_a_hit_only_when_the_cache_held_a_session_of_the_key() {
     let m = s.cache().metrics();
     assert_eq!((m.hits, m.misses), (1, 3), "only k's session was cached");
 }
+
+#[test]
+fn the_expiry_index_drops_deleted_sessions_and_still_expires_the_live_ones() {
+    let mut s = CachingSessionStore::with_retention(
+        "s",
+        CacheBudget::new(0),
+        InMemoryBytesStore::new(),
+        1_000_000,
+    )
+    .unwrap();
+    let rounds = 6_000i64;
+    for t in 0..rounds {
+        let key = session_key(format!("k{}", t % 97).as_bytes(), t, t);
+        if t % 2 == 0 {
+            s.put_inner(key.clone(), b(b"v")).unwrap();
+        } else {
+            s.put(key.clone(), b(b"v"), ctx_at(t)).unwrap();
+        }
+        if t % 10 != 0 {
+            if t % 3 == 0 {
+                s.delete_inner(&key).unwrap();
+            } else {
+                s.remove(key, ctx_at(t)).unwrap();
+            }
+        }
+    }
+    s.flush_with_old().unwrap();
+    let live = s.inner().len();
+    assert_eq!(live, (rounds / 10) as usize);
+    assert!(
+        s.inner.by_end.len() <= 2 * (2 * live + 1024),
+        "{} index entries for {live} sessions: deleted ones were not dropped",
+        s.inner.by_end.len()
+    );
+    s.put_inner(session_key(b"z", 1_003_000, 1_003_000), b(b"v"))
+        .unwrap();
+    let ends: Vec<i64> = s
+        .scan_all()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| session_schema::session_end_of(k).unwrap())
+        .collect();
+    let mut want: Vec<i64> = (3_001..rounds).filter(|t| t % 10 == 0).collect();
+    want.push(1_003_000);
+    let mut got = ends.clone();
+    got.sort_unstable();
+    assert_eq!(got, want, "exactly the sessions ending after 3000 survive");
+}
