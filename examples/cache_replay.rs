@@ -143,15 +143,12 @@ fn replay(
         }
         anyhow::Ok(())
     };
-    loop {
-        // The next task: the one holding the earliest input record (interleaved), or the
-        // same task for `runs` records.
-        let Some(p) = (0..queues.len())
-            .filter(|&p| !queues[p].is_empty())
-            .min_by_key(|&p| queues[p][0].0)
-        else {
-            break;
-        };
+    // The next task: the one holding the earliest input record (interleaved), for `runs`
+    // records.
+    while let Some(p) = (0..queues.len())
+        .filter(|&p| !queues[p].is_empty())
+        .min_by_key(|&p| queues[p][0].0)
+    {
         for _ in 0..runs {
             let Some((_, c)) = queues[p].pop_front() else {
                 break;
