@@ -4,12 +4,14 @@
 //! a dirty entry it hands that cache's dirty entries to the caller's flush listener, which
 //! writes them through before they leave the cache.
 //!
-//! Eviction follows Kafka Streams' `ThreadCache`: after a put, while the budget's total is
-//! over its maximum, the least recently used entry of the cache that was written is
-//! evicted; if it is dirty, all dirty entries of that cache are flushed first (in dirty
-//! order, so the flush listener sees writes in the order they were made). A key that is
-//! dirtied again moves to the end of the dirty order. A clean tombstone is dropped from the
-//! cache after a flush: the store below already reflects it.
+//! Eviction follows Kafka Streams' `ThreadCache` and `NamedCache`: after a put, while the
+//! budget's total is over its maximum, the least recently used entry of the cache that was
+//! written is evicted; if it is dirty, it is flushed together with all other dirty entries
+//! of that cache: the evicted one first, then the others in dirty order (the order their
+//! writes were made). A key that is dirtied again moves to the end of the dirty order. A
+//! clean tombstone is dropped from the cache after a flush: the store below already
+//! reflects it. Entries are sized as Java sizes them ([`CACHE_ENTRY_OVERHEAD`]), so a
+//! budget holds as many entries as the same `statestore.cache.max.bytes` does in Java.
 
 use std::hash::BuildHasher;
 use std::ops::Bound;
@@ -27,9 +29,14 @@ mod lists;
 pub use budget::CacheBudget;
 use lists::{Link, List, Which, EMPTY_LIST, NIL, UNLINKED};
 
-/// Fixed bytes counted per cache entry on top of key, value and topic: the context fields
-/// (offset, timestamp, partition, dirty flag) plus map and LRU bookkeeping.
-pub const CACHE_ENTRY_OVERHEAD: usize = 96;
+/// Fixed bytes counted per cache entry on top of key, value and topic, as Kafka Streams
+/// 4.4.0 counts them, so that a budget holds as many entries as Java's: `LRUNode.size()`
+/// adds 24 for its three references to the key's length, `LRUCacheEntry` 1 for the dirty
+/// flag and `ProcessorRecordContext.residentMemorySizeEstimate()` 20 for timestamp, offset
+/// and partition (plus the topic's UTF-16 length and the headers, which kstate's input
+/// records do not carry); and Java's cache key is the session key behind the 8-byte segment
+/// id of `SegmentedCacheFunction`.
+pub const CACHE_ENTRY_OVERHEAD: usize = 24 + 1 + 20 + 8;
 
 /// A cached value: `None` is a tombstone. `dirty` entries have not reached the store below.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +232,30 @@ impl NamedCache {
             .map(|slot| (&slot.key, &slot.entry))
     }
 
+    /// Marks the entries [`range_in_group`](Self::range_in_group) yields for the same
+    /// arguments, and `touched` accepts, most recently used, in ascending key order: what
+    /// Kafka Streams' cache iterator does to every key it passes (it reads each with
+    /// `NamedCache.get`).
+    pub fn touch_in_group(
+        &mut self,
+        prefix: &[u8],
+        lo: &[u8],
+        hi: &[u8],
+        mut touched: impl FnMut(&[u8]) -> bool,
+    ) {
+        let Some(g) = self.find_group(Some(prefix)) else {
+            return;
+        };
+        for i in 0..self.groups[g as usize].len() {
+            let s = self.groups[g as usize][i];
+            let key = &self.slots[s as usize].key[..];
+            if lo <= key && key < hi && touched(key) {
+                self.unlink(Which::Lru, s);
+                self.push_back(Which::Lru, s);
+            }
+        }
+    }
+
     /// Entries with `lo <= key < hi` in ascending key order (no LRU update). Visits every
     /// group and sorts what it found: for scans, not the per-record path
     /// ([`range_in_group`](Self::range_in_group) is).
@@ -403,21 +434,21 @@ impl NamedCache {
             if eldest == NIL {
                 return;
             }
-            if self.slots[eldest as usize].entry.dirty {
+            let key = self.slots[eldest as usize].key.clone();
+            let (g, i, s) = self.find(&key).expect("a linked slot is indexed");
+            let mut entry = self.remove_slot(g, i, s);
+            self.metrics.evictions += 1;
+            if entry.dirty {
+                // Java's `NamedCache.evict`: the eldest leaves first and heads the flush,
+                // the other dirty entries follow in dirty order.
                 self.metrics.eviction_flushes += 1;
+                entry.dirty = false;
                 let mut buf = std::mem::take(&mut self.flush_buf);
+                buf.push((key, entry));
                 self.drain_dirty(&mut buf);
                 on_flush(&mut buf);
                 buf.clear();
                 self.flush_buf = buf;
-            }
-            // A flushed tombstone has already left; no slot is reused in between.
-            if self.slots[eldest as usize].in_use {
-                let key = self.slots[eldest as usize].key.clone();
-                if let Some((g, i, s)) = self.find(&key) {
-                    self.remove_slot(g, i, s);
-                    self.metrics.evictions += 1;
-                }
             }
         }
     }
@@ -549,8 +580,15 @@ impl Drop for NamedCache {
     }
 }
 
+/// An entry's bytes as Kafka Streams counts them (see [`CACHE_ENTRY_OVERHEAD`]): the topic
+/// by its `String.toCharArray().length`, UTF-16 code units.
 fn entry_size(key: &[u8], value: Option<&Bytes>, context: &RecordContext) -> usize {
-    key.len() + value.map_or(0, |v| v.len()) + context.topic.len() + CACHE_ENTRY_OVERHEAD
+    let topic = if context.topic.is_ascii() {
+        context.topic.len()
+    } else {
+        context.topic.encode_utf16().count()
+    };
+    key.len() + value.map_or(0, |v| v.len()) + topic + CACHE_ENTRY_OVERHEAD
 }
 
 #[cfg(test)]

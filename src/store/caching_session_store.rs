@@ -297,6 +297,11 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
             }
         }
         out.extend(inner_iter);
+        let retention_ms = self.inner.retention_ms;
+        self.cache.touch_in_group(key, lo, hi, |k| {
+            session_schema::decode(k)
+                .is_ok_and(|d| passed_by_java_find(d.start, d.end, latest_start, retention_ms))
+        });
         self.cache.record_lookup(cached);
         Ok(())
     }
@@ -490,6 +495,21 @@ impl<S: ByteKeyValueStore> CachingSessionStore<S> {
         }
         Ok(merged.into_iter().collect())
     }
+}
+
+/// Whether Kafka Streams' caching session store, finding the sessions of a key up to
+/// `latest_start`, passes a cached session of that key ending at or after the earliest end
+/// (and so marks it most recently used: its cache iterator reads every key it passes).
+/// Over RocksDB it reads the cache segment by segment (`max(retention / 2, 60 000)` ms of
+/// session ends, as `RocksDbSessionBytesStoreSupplier.segmentIntervalMs`), each range
+/// ending at `key ‖ last ‖ min(latest_start, last)`: only a session ending on a segment's
+/// last millisecond and starting after `latest_start` is not passed.
+fn passed_by_java_find(start: i64, end: i64, latest_start: i64, retention_ms: Option<i64>) -> bool {
+    let Some(retention_ms) = retention_ms else {
+        return true;
+    };
+    let segment_interval = (retention_ms / 2).max(60_000);
+    (end + 1) % segment_interval != 0 || start <= latest_start
 }
 
 /// Writes dirty entries through to `inner` in order, appending what was written to `out`

@@ -197,3 +197,133 @@ fn group_ranges_and_scans_match_a_model_through_puts_flushes_and_evictions() {
     }
     assert!(c.metrics().evictions > 0);
 }
+
+#[test]
+fn entries_are_sized_as_kafka_streams_sizes_them() {
+    // Java 4.4.0, a session key of 27 bytes, an 8-byte count, topic "clicks", no headers:
+    // LRUNode (8-byte segment id + 27 + 24) + LRUCacheEntry (1 + 8 + 20 + 6).
+    let key = [7u8; 27];
+    let value = Bytes::from_static(&[0; 8]);
+    let at = |topic: &str| RecordContext::new(topic, 3, 1_000, 2_000);
+    assert_eq!(
+        entry_size(&key, Some(&value), &at("clicks")),
+        8 + 27 + 24 + 1 + 8 + 20 + 6
+    );
+    assert_eq!(
+        entry_size(&key, None, &at("clicks")),
+        8 + 27 + 24 + 1 + 20 + 6
+    );
+    // `String.toCharArray().length`: UTF-16 code units, not UTF-8 bytes.
+    assert_eq!(
+        entry_size(&key, None, &at("clé𝄞")) - entry_size(&key, None, &at("")),
+        5
+    );
+}
+
+#[test]
+fn an_evicted_dirty_entry_heads_its_flush() {
+    let size = one_entry_size("a", "v");
+    let mut c = NamedCache::new("s", CacheBudget::new(3 * size));
+    let mut flushed: Vec<Vec<Bytes>> = Vec::new();
+    let mut listener = |d: &mut Vec<DirtyEntry>| flushed.push(d.drain(..).map(|e| e.0).collect());
+    for key in ["a", "b", "c"] {
+        c.put(k(key), Some(k("v")), ctx(0), &mut listener);
+    }
+    // LRU order b, c, a; dirty order a, b, c.
+    assert!(c.get(b"a").is_some());
+    c.put(k("d"), Some(k("v")), ctx(1), &mut listener);
+    assert_eq!(
+        flushed,
+        vec![vec![k("b"), k("a"), k("c"), k("d")]],
+        "Java's NamedCache.evict: the eldest first, then the dirty order"
+    );
+    assert!(c.peek(b"b").is_none());
+    assert_eq!((c.len(), c.dirty_len()), (3, 0));
+}
+
+#[test]
+fn touching_a_group_refreshes_the_lru_order_of_the_accepted_keys_only() {
+    let key = |p: u8, i: u8| {
+        let mut key = vec![p; 2];
+        key.extend_from_slice(&[i; 16]);
+        Bytes::from(key)
+    };
+    let size = entry_size(&key(0, 0), Some(&k("v")), &ctx(0));
+    let mut c = NamedCache::new("s", CacheBudget::new(4 * size));
+    for (p, i) in [(1, 1), (1, 2), (1, 3), (2, 1)] {
+        c.put(key(p, i), Some(k("v")), ctx(0), &mut no_flush());
+    }
+    c.flush();
+    // Group 1 within [key(1,2), key(1,9)), keys accepted but key(1,3): only key(1,2) is
+    // refreshed; LRU order is now (1,1), (1,3), (2,1), (1,2).
+    let (lo, hi) = (key(1, 2), key(1, 9));
+    c.touch_in_group(&[1, 1], &lo, &hi, |k| k[2] != 3);
+    assert_eq!(
+        c.metrics().hits + c.metrics().misses,
+        0,
+        "a touch is no lookup"
+    );
+    for (n, gone) in [(5, key(1, 1)), (6, key(1, 3)), (7, key(2, 1))] {
+        c.put(key(3, n), Some(k("v")), ctx(1), &mut |d| d.clear());
+        assert!(c.peek(&gone).is_none(), "{gone:?} evicted in LRU order");
+    }
+    assert!(c.peek(&key(1, 2)).is_some());
+}
+
+/// Recomputes a cache's bytes from its entries.
+fn recomputed(c: &NamedCache) -> usize {
+    c.iter()
+        .map(|(k, e)| entry_size(k, e.value.as_ref(), &e.context))
+        .sum()
+}
+
+proptest::proptest! {
+    /// Whatever the sequence of puts (values and tombstones, with topics of different
+    /// lengths), reads, touches, evictions, flushes and clears across caches sharing one
+    /// budget, each cache's bytes equal the sum of its entries' sizes and the budget's
+    /// total equals the sum over the caches: the accounting never drifts.
+    #[test]
+    fn accounted_bytes_equal_the_recomputed_sum(
+        ops in proptest::collection::vec((0u8..3, 0u8..10, 0u32..u32::MAX), 1..400),
+        entries in 1usize..30,
+    ) {
+        let budget = CacheBudget::new(entries * one_entry_size("a", "v"));
+        let mut caches: Vec<NamedCache> =
+            (0..3).map(|i| NamedCache::new(format!("s{i}"), budget.clone())).collect();
+        for (step, (which, op, x)) in ops.into_iter().enumerate() {
+            let c = &mut caches[which as usize];
+            let key = model_key(x);
+            let topic = ["t", "topic", "töpic"][x as usize % 3];
+            let context = RecordContext::new(topic, 0, step as i64, step as i64);
+            match op {
+                0..=3 => {
+                    let value = Bytes::from(vec![0; x as usize % 20]);
+                    c.put(key, Some(value), context, &mut |d| d.clear());
+                }
+                4 => c.put(key, None, context, &mut |d| d.clear()),
+                5 => {
+                    c.get(&key);
+                }
+                6 => c.touch_in_group(&key[..key.len().min(2)], &[], &[0xFF], |_| true),
+                7 => {
+                    c.evict_key(&key);
+                }
+                8 => {
+                    c.flush();
+                }
+                _ if x % 7 == 0 => c.clear(),
+                _ => c.put_all(
+                    [(key.clone(), None), (model_key(x / 3), Some(key))],
+                    context,
+                    &mut |d| d.clear(),
+                ),
+            }
+            for c in &caches {
+                proptest::prop_assert_eq!(c.size_bytes(), recomputed(c), "step {}", step);
+                proptest::prop_assert_eq!(c.len(), c.iter().count());
+            }
+            let total: usize = caches.iter().map(NamedCache::size_bytes).sum();
+            proptest::prop_assert_eq!(budget.used_bytes(), total);
+        }
+    }
+}

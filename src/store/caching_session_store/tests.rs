@@ -532,3 +532,40 @@ fn the_expiry_index_drops_deleted_sessions_and_still_expires_the_live_ones() {
     got.sort_unstable();
     assert_eq!(got, want, "exactly the sessions ending after 3000 survive");
 }
+
+#[test]
+fn finding_sessions_refreshes_the_lru_order_of_the_cached_sessions_passed() {
+    let keys = [session_key(b"a", 0, 10), session_key(b"b", 0, 10)];
+    let probe = crate::store::cache::CACHE_ENTRY_OVERHEAD + keys[0].len() + 1 + 1;
+    let mut s =
+        CachingSessionStore::new("s", CacheBudget::new(2 * probe), InMemoryBytesStore::new());
+    for k in &keys {
+        s.put(k.clone(), b(b"v"), ctx()).unwrap();
+    }
+    s.flush().unwrap();
+    // "a" is the eldest until a lookup passes it (Java's cache iterator reads each key).
+    s.find_sessions(b"a", 0, 100).unwrap();
+    s.put(session_key(b"c", 0, 10), b(b"v"), ctx()).unwrap();
+    assert!(s.cache().peek(&keys[0]).is_some(), "a was refreshed");
+    assert!(s.cache().peek(&keys[1]).is_none(), "b was the eldest");
+}
+
+#[test]
+fn java_passes_every_session_but_one_ending_a_segment_and_starting_too_late() {
+    // Retention 7 s: segments of 60 s; the range of the segment ending at 59 999 stops at
+    // `key ‖ 59 999 ‖ min(latest_start, 59 999)`.
+    let seg = Some(7_000);
+    assert!(passed_by_java_find(59_000, 59_998, 58_000, seg));
+    assert!(passed_by_java_find(58_000, 59_999, 58_000, seg));
+    assert!(!passed_by_java_find(59_000, 59_999, 58_000, seg));
+    assert!(!passed_by_java_find(119_000, 119_999, 58_000, seg));
+    // Retention 300 s: segments of 150 s.
+    assert!(passed_by_java_find(59_000, 59_999, 58_000, Some(300_000)));
+    assert!(!passed_by_java_find(
+        149_000,
+        149_999,
+        58_000,
+        Some(300_000)
+    ));
+    assert!(passed_by_java_find(59_000, 59_999, 58_000, None));
+}
