@@ -212,7 +212,7 @@ pub fn write_markdown(
     }
     let _ = writeln!(
         md,
-        "- load: other work was running on the machine during the run (1-minute load average {} at the start, {} at the end); figures on an idle machine will differ\n",
+        "- load: 1-minute load average {} at the start of the run, {} at the end (the bench's own processes count; above the core count, other work shared the cores and the figures are depressed)\n",
         fmt_num(f.num("load_average_start"), 1),
         fmt_num(f.num("load_average_end"), 1)
     );
