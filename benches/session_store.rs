@@ -7,6 +7,9 @@
 //! once in a debug build: the fixtures then shrink to 10k live sessions and 1k dirty
 //! entries, so the test run takes seconds.
 
+#[path = "common/keys.rs"]
+mod keys;
+use keys::Keys;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -76,21 +79,6 @@ fn populated(n: u64) -> CachingSessionStore {
             .expect("put_inner");
     }
     s
-}
-
-/// Deterministic key sequence (xorshift) over `n` users.
-struct Keys {
-    x: u64,
-    n: u64,
-}
-
-impl Keys {
-    fn next(&mut self) -> u64 {
-        self.x ^= self.x << 13;
-        self.x ^= self.x >> 7;
-        self.x ^= self.x << 17;
-        self.x % self.n
-    }
 }
 
 /// Whether criterion measures (`cargo bench` passes `--bench`) rather than smoke-tests.

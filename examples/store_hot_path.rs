@@ -10,6 +10,9 @@
 //!     target/release/examples/store_hot_path 1000000 100000
 //! ```
 
+#[path = "../benches/common/keys.rs"]
+mod keys;
+use keys::Keys;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -22,20 +25,6 @@ use kstate::store::{
 const CACHE_BYTES: usize = 10 * 1024 * 1024;
 const GAP_MS: i64 = 5 * 60 * 1000;
 const T0: i64 = 1_700_000_000_000;
-
-struct Keys {
-    x: u64,
-    n: u64,
-}
-
-impl Keys {
-    fn next(&mut self) -> u64 {
-        self.x ^= self.x << 13;
-        self.x ^= self.x >> 7;
-        self.x ^= self.x << 17;
-        self.x % self.n
-    }
-}
 
 struct Run {
     store: CachingSessionStore,

@@ -337,7 +337,8 @@ mod tests {
         }
     }
 
-    fn task() -> Task {
+    /// A task over `inner`, gap 10 ms, retention 1 h.
+    pub(super) fn task_on(inner: crate::store::TaskBytesStore) -> Task {
         let windows = SessionWindows::new(
             Duration::from_millis(10),
             Duration::ZERO,
@@ -345,18 +346,17 @@ mod tests {
         )
         .unwrap();
         let processor = count_factory(windows)
-            .create(
-                "counts",
-                CacheBudget::new(1 << 20),
-                crate::store::TaskBytesStore::default(),
-            )
+            .create("counts", CacheBudget::new(1 << 20), inner)
             .unwrap();
         Task::new(id(), "in".into(), processor, TOPIC.into(), None)
     }
 
-    /// A task whose store holds two sessions written through, at changelog offset 41.
-    fn closed_task() -> Task {
-        let mut t = task();
+    fn task() -> Task {
+        task_on(crate::store::TaskBytesStore::default())
+    }
+
+    /// `t` with two sessions written through, at changelog offset 41.
+    pub(super) fn fill(mut t: Task) -> Task {
         for (offset, ts) in [(0, 100), (1, 105), (2, 500)] {
             t.process(Some(b"k"), None, offset, ts).unwrap();
         }
@@ -365,7 +365,12 @@ mod tests {
         t
     }
 
-    fn entries(t: &mut Task) -> Vec<(bytes::Bytes, bytes::Bytes)> {
+    /// A task whose store holds two sessions written through, at changelog offset 41.
+    fn closed_task() -> Task {
+        fill(task())
+    }
+
+    pub(super) fn entries(t: &mut Task) -> Vec<(bytes::Bytes, bytes::Bytes)> {
         t.store().inner().scan_all().unwrap()
     }
 

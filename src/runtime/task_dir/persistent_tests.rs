@@ -1,43 +1,13 @@
 //! The task directory's rules for a persistent store, and for switching `store.type`
 //! between restarts: a checkpoint is trusted only with its own store type's files.
 
-use super::tests::{id, state_dir as root, TOPIC};
+use super::tests::{entries, fill, id, state_dir as root, task_on, TOPIC};
 use super::*;
-use crate::runtime::{count_factory, ProcessorFactory};
-use crate::session::SessionWindows;
-use crate::store::{CacheBudget, PersistentOptions, TaskBytesStore};
-use std::time::Duration;
-
-fn task_on(inner: TaskBytesStore) -> Task {
-    let windows = SessionWindows::new(
-        Duration::from_millis(10),
-        Duration::ZERO,
-        Some(Duration::from_secs(3600)),
-    )
-    .unwrap();
-    let processor = count_factory(windows)
-        .create("counts", CacheBudget::new(1 << 20), inner)
-        .unwrap();
-    Task::new(id(), "in".into(), processor, TOPIC.into(), None)
-}
+use crate::store::{PersistentOptions, TaskBytesStore};
 
 fn persistent(dir: &TaskDir) -> Task {
     let store = PersistentBytesStore::open(dir.store_dir(), &PersistentOptions::default()).unwrap();
     task_on(store.into())
-}
-
-/// Two sessions written through, the store at changelog offset 41.
-fn fill(mut t: Task) -> Task {
-    for (offset, ts) in [(0, 100), (1, 105), (2, 500)] {
-        t.process(Some(b"k"), None, offset, ts).unwrap();
-    }
-    t.flush().unwrap();
-    t.resume_after(41);
-    t
-}
-
-fn entries(t: &mut Task) -> Vec<(bytes::Bytes, bytes::Bytes)> {
-    t.store().inner().scan_all().unwrap()
 }
 
 fn checkpoint_text(root: &Path) -> Option<String> {
